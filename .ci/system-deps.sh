@@ -4,8 +4,9 @@
 # Idempotent; run as root. Pins live in tests/pins.env (one place).
 set -euo pipefail
 
-readonly HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=../tests/pins.env
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly HERE
+# shellcheck source=tests/pins.env
 source "${HERE}/../tests/pins.env"
 
 log() { printf 'system-deps: %s\n' "$*" >&2; }

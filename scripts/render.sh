@@ -3,7 +3,8 @@
 # Usage: scripts/render.sh [STACK] [--out DIR]      (default stack: dev, default DIR: out/<stack>)
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 
 main() {
     local stack="${1:-dev}"

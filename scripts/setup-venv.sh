@@ -3,7 +3,8 @@
 # Usage: scripts/setup-venv.sh [requirements file]   (default: requirements-dev.txt)
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 readonly REQUIREMENTS="${1:-requirements-dev.txt}"
 readonly VENV="${ROOT}/.venv"
 

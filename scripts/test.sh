@@ -4,7 +4,8 @@
 # The slow tier needs root for apt (kernel headers, NVIDIA sources, podman, QEMU); the fast tier does not.
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 
 log() { printf 'test: %s\n' "$*" >&2; }
 

@@ -10,8 +10,8 @@ PINS_FILE = Path(__file__).with_name("pins.env")
 def load_pins() -> dict[str, str]:
     """Returns the KEY=VALUE pairs of pins.env, comments and blank lines skipped."""
     pins: dict[str, str] = {}
-    for line in PINS_FILE.read_text().splitlines():
-        line = line.strip()
+    for raw in PINS_FILE.read_text().splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         key, _, value = line.partition("=")
