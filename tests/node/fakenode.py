@@ -1,0 +1,333 @@
+"""A fake GPU node for the node-side installer: host root, sysfs, /dev, /proc, image payload and stubs.
+
+The installer runs for real (bash), against directories in a temp dir. Commands that would touch a
+real kernel or GPU (modprobe, rmmod, depmod, uname, nvidia-*) are stub scripts from `stubs/` that
+record their argv and simulate their effect on the fake sysfs/dev/proc. PATH holds only the stub dir
+and a dir of links to the plain tools the installer may use, so a real modprobe cannot be reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALLER = REPO / "image" / "node" / "nvidia-installer"
+STUBS = Path(__file__).with_name("stubs")
+
+# Commands that must never resolve to a real binary from these tests.
+STUBBED = ("uname", "modprobe", "rmmod", "depmod", "nvidia-smi", "nvidia-modprobe", "nvidia-persistenced")
+NVIDIA_TOOLS = ("nvidia-smi", "nvidia-modprobe", "nvidia-persistenced")
+HOST_TOOLS = ("modprobe", "rmmod", "depmod", "uname")
+# Plain tools the installer and the stubs may use (links to the real binaries).
+ALLOWED_TOOLS = (
+    "bash", "cat", "cp", "mv", "ln", "rm", "mkdir", "find", "sort", "readlink", "sleep", "flock",
+    "sha256sum", "sed", "grep", "tr", "wc", "mktemp", "head", "dirname", "ls", "touch",
+)  # fmt: skip
+# Wrapped tools: run the real binary, but record each call (to prove "no unpack").
+SPIED_TOOLS = ("tar", "zstd")
+
+DRIVER = "580.65.06"
+KERNEL = "6.12.40-cloud-amd64"
+MODULES = ("nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm", "nvidia-peermem")
+
+
+@dataclass
+class Run:
+    """The outcome of one installer run: exit code, stderr, whether it got ready, SIGTERM latency."""
+
+    rc: int
+    stderr: str
+    ready: bool
+    term_seconds: float | None = None
+
+    @property
+    def first_error(self) -> str:
+        """The first `error:` line (the one-line reason), or '' when there is none."""
+        for line in self.stderr.splitlines():
+            if "error:" in line:
+                return line
+        return ""
+
+
+@dataclass
+class FakeNode:
+    """A temp-dir GPU node with one payload; methods build state, run the installer, inspect results."""
+
+    root: Path
+    driver: str = DRIVER
+    kernel: str = KERNEL
+    env_extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.host = self.root / "host"
+        self.sys = self.root / "sys"
+        self.dev = self.root / "dev"
+        self.proc = self.root / "proc"
+        self.payload = self.root / "image" / "payload"
+        self.userspace = self.root / "image" / "userspace"
+        self.stubs = self.root / "stubs"
+        self.tools = self.root / "tools"
+        self.state = self.root / "state"
+        self.log = self.root / "calls.log"
+        self.params = self.root / "etc" / "modprobe.conf"
+        for d in (self.host / "opt/nvidia-installer", self.host / "run/nvidia", self.dev, self.proc, self.state,
+                  self.sys / "module/firmware_class/parameters", self.sys / "bus/pci/devices"):  # fmt: skip
+            d.mkdir(parents=True, exist_ok=True)
+        (self.sys / "module/firmware_class/parameters/path").write_text("")
+        self.params.parent.mkdir(parents=True)
+        self.params.write_text("options nvidia NVreg_EnableGpuFirmware=1\n")
+        self.log.write_text("")
+        self._make_host_kernel_tree()
+        self._make_command_dirs()
+        self.make_userspace()
+        self.make_payload()
+        self.add_gpu("0000:01:00.0", device="0x2330")  # H100: Hopper, open-capable
+
+    # ---- building the node ----
+
+    def _make_host_kernel_tree(self) -> None:
+        kdir = self.host / "lib/modules" / self.kernel
+        (kdir / "kernel/drivers/gpu/drm").mkdir(parents=True, exist_ok=True)
+        (kdir / "kernel/drivers/gpu/drm/drm.ko").write_text("in-kernel drm\n")
+        (kdir / "modules.builtin").write_text("kernel/drivers/video/fbdev/core/fb.ko\n")
+
+    def _make_command_dirs(self) -> None:
+        self.stubs.mkdir()
+        self.tools.mkdir()
+        for src in STUBS.iterdir():
+            if src.name in HOST_TOOLS or src.name.startswith("_"):
+                (self.stubs / src.name).symlink_to(src)
+        for name in ALLOWED_TOOLS:
+            real = shutil.which(name)
+            assert real, f"{name} is needed by the installer tests"
+            (self.tools / name).symlink_to(real)
+        for name in SPIED_TOOLS:
+            real = shutil.which(name)
+            assert real, f"{name} is needed by the installer tests"
+            spy = self.tools / name
+            spy.write_text(f'#!{shutil.which("bash")}\nprintf "%s %s\\n" {name} "$*" >>"$STUB_LOG"\nexec {real} "$@"\n')
+            spy.chmod(0o755)
+
+    def make_userspace(self, driver: str | None = None) -> None:
+        """The image's kernel-independent layer: the NVIDIA tools are the stubs themselves."""
+        ver = driver or self.driver
+        if self.userspace.exists():
+            shutil.rmtree(self.userspace)
+        (self.userspace / "bin").mkdir(parents=True)
+        for src in STUBS.iterdir():
+            if src.name not in HOST_TOOLS:
+                shutil.copy2(src, self.userspace / "bin" / src.name)
+        lib = self.userspace / "lib"
+        lib.mkdir()
+        for name in ("libcuda.so", "libnvidia-ml.so"):
+            (lib / f"{name}.{ver}").write_text(f"{name} {ver}\n")
+            (lib / f"{name}.1").symlink_to(f"{name}.{ver}")
+        fw = self.userspace / "firmware/nvidia" / ver
+        fw.mkdir(parents=True)
+        (fw / "gsp_ga10x.bin").write_bytes(b"\x7fGSP" + ver.encode())
+        (self.userspace / "vulkan/icd.d").mkdir(parents=True)
+        (self.userspace / "vulkan/icd.d/nvidia_icd.json").write_text('{"ICD": {}}\n')
+
+    def make_payload(self, driver: str | None = None, types: tuple[str, ...] = ("open", "proprietary"),
+                     verdict: str = "pass", kernel: str | None = None) -> None:  # fmt: skip
+        """manifest.env, one real zstd tarball of text 'modules' per type, and SHA256SUMS."""
+        ver, kname = driver or self.driver, kernel or self.kernel
+        if self.payload.exists():
+            shutil.rmtree(self.payload)
+        self.payload.mkdir(parents=True)
+        manifest = (
+            f"DRIVER_VERSION={ver}\nKERNEL_NAME={kname}\nMODULE_TYPES=\"{' '.join(types)}\"\n"
+            f"GL_VERSION=1877.17\nARCH=amd64\nKERNEL_FLAVOUR=cloud\nLOAD_CHECK_VERDICT={verdict}\n"
+            f"LOAD_CHECK_KERNEL={kname}\nLOAD_CHECK_DETAIL=nvidia.ko: No such device (no GPU in the guest)\n"
+        )
+        (self.payload / "manifest.env").write_text(manifest)
+        for module_type in types:
+            (self.payload / f"modules-{module_type}.tar.zst").write_bytes(self._modules_tarball(ver, module_type))
+        self.write_sums()
+
+    def _modules_tarball(self, ver: str, module_type: str) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for module in MODULES:
+                data = f"version={ver}\ntype={module_type}\nname={module}\n".encode()
+                info = tarfile.TarInfo(f"kernel-{module_type}/{module}.ko")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        zstd = shutil.which("zstd")
+        assert zstd
+        return subprocess.run([zstd, "-q", "-c"], input=buf.getvalue(), capture_output=True, check=True).stdout
+
+    def write_sums(self) -> None:
+        lines = [
+            f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}"
+            for f in sorted(self.payload.iterdir())
+            if f.name != "SHA256SUMS"
+        ]
+        (self.payload / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+    def add_pci(self, addr: str, vendor: str, device: str, cls: str) -> None:
+        dev = self.sys / "bus/pci/devices" / addr
+        dev.mkdir(parents=True, exist_ok=True)
+        for name, value in (("vendor", vendor), ("device", device), ("class", cls)):
+            (dev / name).write_text(value + "\n")
+
+    def add_gpu(self, addr: str, device: str) -> None:
+        self.add_pci(addr, "0x10de", device, "0x030200")
+
+    def remove_gpus(self) -> None:
+        shutil.rmtree(self.sys / "bus/pci/devices")
+        (self.sys / "bus/pci/devices").mkdir()
+
+    def load_module(self, name: str, version: str, refcnt: int = 0, holders: tuple[str, ...] = ()) -> None:
+        """A module as the kernel shows it in sysfs (loaded by someone else)."""
+        mod = self.sys / "module" / name
+        (mod / "holders").mkdir(parents=True, exist_ok=True)
+        (mod / "version").write_text(version + "\n")
+        (mod / "refcnt").write_text(f"{refcnt}\n")
+        for holder in holders:
+            (mod / "holders" / holder).symlink_to(f"../../{holder}")
+
+    def add_process(self, pid: int, comm: str, fd_targets: tuple[str, ...]) -> None:
+        (self.proc / str(pid) / "fd").mkdir(parents=True)
+        (self.proc / str(pid) / "comm").write_text(comm + "\n")
+        for n, target in enumerate(fd_targets):
+            (self.proc / str(pid) / "fd" / str(n)).symlink_to(target)
+
+    def reboot(self) -> None:
+        """What a reboot clears: loaded modules, device nodes, /run (tmpfs), /proc/driver."""
+        for mod in (self.sys / "module").glob("nvidia*"):
+            shutil.rmtree(mod)
+        for node in self.dev.iterdir():
+            node.unlink()
+        shutil.rmtree(self.host / "run/nvidia")
+        (self.host / "run/nvidia").mkdir()
+        shutil.rmtree(self.proc / "driver", ignore_errors=True)
+        self.log.write_text("")
+
+    # ---- running ----
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "PATH": f"{self.stubs}:{self.tools}",
+            "HOST_ROOT": str(self.host),
+            "SYS_ROOT": str(self.sys),
+            "DEV_ROOT": str(self.dev),
+            "PROC_ROOT": str(self.proc),
+            "PAYLOAD_DIR": str(self.payload),
+            "USERSPACE_DIR": str(self.userspace),
+            "MODULE_PARAMETERS_FILE": str(self.params),
+            "NODE_NAME": "gpu-node-1",
+            "LOCK_TIMEOUT": "2",
+            "STUB_LOG": str(self.log),
+            "STUB_STATE": str(self.state),
+            "FAKE_KERNEL": self.kernel,
+            "LC_ALL": "C",
+        }
+        env.update(self.env_extra)
+        self._refuse_real_commands(env)
+        return env
+
+    def _refuse_real_commands(self, env: dict[str, str]) -> None:
+        """Every dangerous command must resolve to a stub, on exactly the PATH the installer will use."""
+        path = f"{env['USERSPACE_DIR']}/bin:{env['PATH']}"
+        for name in STUBBED:
+            found = shutil.which(name, path=path)
+            assert found, f"stub {name} missing from PATH: refusing to run the installer"
+            assert Path(found).resolve().parent in (STUBS, self.userspace / "bin"), (
+                f"{name} resolves to {found}, not a stub: refusing to run the installer"
+            )
+
+    def run(self, command: str = "install", timeout: float = 15.0, sigterm: bool = True,
+            hang_marker: str | None = None) -> Run:  # fmt: skip
+        """Runs the installer. `install` never ends on success: once the readiness file exists (or
+        `hang_marker` appears in the state dir), it gets SIGTERM (or SIGKILL for the whole process group
+        when sigterm is False, standing in for a node crash)."""
+        bash = str(self.tools / "bash")
+        proc = subprocess.Popen(
+            [bash, str(INSTALLER), command], env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, text=True,
+        )  # fmt: skip
+        ready_file = self.host / "run/nvidia/validations/driver-ready"
+        deadline = time.monotonic() + timeout
+        ready = False
+        term_seconds: float | None = None
+        try:
+            while proc.poll() is None:
+                assert time.monotonic() < deadline, f"installer still running after {timeout}s"
+                marker = hang_marker and (self.state / hang_marker).exists()
+                if command == "install" and (ready_file.exists() or marker):
+                    ready = ready_file.exists()
+                    if sigterm:
+                        start = time.monotonic()
+                        proc.send_signal(signal.SIGTERM)
+                        proc.wait(timeout=10)
+                        term_seconds = time.monotonic() - start
+                    else:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait(timeout=10)
+                    break
+                time.sleep(0.01)
+            _, stderr = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return Run(rc=proc.returncode, stderr=stderr, ready=ready, term_seconds=term_seconds)
+
+    # ---- inspecting ----
+
+    def calls(self, name: str) -> list[list[str]]:
+        """argv (without the name) of every recorded call of one stub or spied tool."""
+        out = []
+        for line in self.log.read_text().splitlines():
+            words = shlex.split(line)
+            if words and words[0] == name:
+                out.append(words[1:])
+        return out
+
+    def snapshot(self) -> dict[str, tuple[str, str]]:
+        """Every path under the fake host, sysfs, /dev and /proc with its kind and content or target."""
+        snap: dict[str, tuple[str, str]] = {}
+        for top in (self.host, self.sys, self.dev, self.proc):
+            for path in sorted(top.rglob("*")):
+                rel = str(path.relative_to(self.root))
+                if path.is_symlink():
+                    snap[rel] = ("link", os.readlink(path))
+                elif path.is_dir():
+                    snap[rel] = ("dir", oct(path.stat().st_mode))
+                else:
+                    snap[rel] = ("file", path.read_bytes().hex())
+        return snap
+
+    @property
+    def key(self) -> str:
+        return f"{self.driver}-{self.kernel}"
+
+    def tree(self, module_type: str, driver: str | None = None) -> Path:
+        return self.host / "opt/nvidia-installer/cache" / f"{driver or self.driver}-{self.kernel}-{module_type}"
+
+    def ready_values(self) -> dict[str, str]:
+        text = (self.host / "run/nvidia/validations/driver-ready").read_text()
+        return dict(line.split("=", 1) for line in text.splitlines())
+
+    def daemon_pid(self, name: str) -> int:
+        return int((self.state / f"{name}.pid").read_text())
+
+
+def is_running(pid: int) -> bool:
+    """True while a process exists (and is not a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
