@@ -1,0 +1,86 @@
+"""DriverImage: builds and pushes one driver image (one distinct driver/GL/arch/flavour/module-type)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.config import ImageConfig, RegistryConfig
+from components.specs import image_name, image_tag
+
+# Paths relative to the project directory, where Pulumi runs the program (pulumi-docker resolves both
+# against the working directory).
+BUILD_CONTEXT = "image"
+DOCKERFILE = "image/Dockerfile"
+
+
+@dataclass(frozen=True)
+class DriverImageArgs:
+    """What one image build needs: its inputs, the registry and the (secret) registry password."""
+
+    driver_version: str
+    gl_version: str
+    arch: str
+    flavour: str
+    module_type: str
+    registry: RegistryConfig
+    password: pulumi.Output[str] | None
+    settings: ImageConfig
+
+
+def build_args(args: DriverImageArgs) -> dict[str, str]:
+    """The Dockerfile build arguments, exactly as docs/architecture.md lists them."""
+    values = {
+        "ARCH": args.arch,
+        "DRIVER_VERSION": args.driver_version,
+        "GL_VERSION": args.gl_version,
+        "KERNEL_FLAVOUR": args.flavour,
+        "MODULE_TYPE": args.module_type,
+        "LOAD_CHECK": "on" if args.settings.load_check else "off",
+        # The product path: NVIDIA's checksum-verified .run (the Debian source exists for tests only).
+        "DRIVER_SOURCE": "nvidia",
+    }
+    if args.settings.build_base is not None:
+        values["BUILD_BASE"] = args.settings.build_base
+    if args.settings.runtime_base is not None:
+        values["RUNTIME_BASE"] = args.settings.runtime_base
+    return values
+
+
+class DriverImage(pulumi.ComponentResource):
+    """One driver image built from image/Dockerfile and pushed; `repo_digest` pins its content."""
+
+    image_name: str
+    repo_digest: pulumi.Output[str]
+
+    def __init__(self, name: str, args: DriverImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("nvidia-installer:driver_image:DriverImage", name, None, opts)
+        tag = image_tag(args.driver_version, args.gl_version, args.flavour, args.arch, args.module_type)
+        self.image_name = image_name(args.registry.server, args.registry.repository, tag)
+        image = docker.Image(
+            f"{name}-image",
+            image_name=self.image_name,
+            build=docker.DockerBuildArgs(
+                context=BUILD_CONTEXT,
+                dockerfile=DOCKERFILE,
+                platform=f"linux/{args.arch}",
+                args=build_args(args),
+            ),
+            registry=self._registry(args),
+            skip_push=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.repo_digest = image.repo_digest
+        self.register_outputs({"image_name": self.image_name, "repo_digest": self.repo_digest})
+
+    @staticmethod
+    def _registry(args: DriverImageArgs) -> docker.RegistryArgs:
+        if args.password is None:
+            return docker.RegistryArgs(server=args.registry.server)
+        return docker.RegistryArgs(
+            server=args.registry.server,
+            username=args.registry.username,
+            password=pulumi.Output.secret(args.password),
+        )

@@ -1,0 +1,131 @@
+"""Runs the program in-process under Pulumi's mocks: no CLI, no provider plugins, no cluster, no registry.
+Used by the offline render; the tests drive the same entry point with their own recording mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi.runtime
+from pulumi.runtime.stack import wait_for_rpcs
+
+from components import program
+from components.config import PROJECT, StackConfig
+from components.config_source import load_stack_config
+
+# Pulumi wraps secret values in this envelope on their way to the engine (pulumi.runtime.rpc).
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+DOCKER_IMAGE_TYPE = "docker:index/image:Image"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One resource registration as the engine would see it (inputs still carry secret envelopes)."""
+
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    custom: bool
+    provider: str | None
+
+
+def is_secret_envelope(value: Any) -> bool:
+    """Whether a serialized value is a secret envelope."""
+    return isinstance(value, dict) and value.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE
+
+
+def unwrap(value: Any, secret: Any = None) -> Any:
+    """The plain form of serialized inputs: secrets replaced by `secret` (or their value when None),
+    integral floats back to ints (the wire format turns numbers into floats)."""
+    if is_secret_envelope(value):
+        inner = unwrap(value["value"])
+        return inner if secret is None else _redact(inner, secret)
+    if isinstance(value, dict):
+        return {k: unwrap(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v, secret) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _redact(value: Any, marker: Any) -> Any:
+    """Keeps the shape of a secret value (a Secret's `data` stays a map) and hides every leaf."""
+    if isinstance(value, dict):
+        return {k: _redact(v, marker) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, marker) for v in value]
+    return marker
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Records every registration; a pushed image gets `<image name>@<placeholder_digest>` as its digest."""
+
+    def __init__(self, placeholder_digest: str) -> None:
+        self.placeholder_digest = placeholder_digest
+        self.registrations: list[Registration] = []
+
+    def digest_for(self, inputs: Mapping[str, Any]) -> str:
+        """The repo digest a mocked image build returns."""
+        return f"{inputs['imageName']}@{self.placeholder_digest}"
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        """Records the registration and echoes its inputs as its state."""
+        self.registrations.append(
+            Registration(args.typ, args.name, args.inputs, bool(args.custom), args.provider)
+        )
+        state = dict(args.inputs)
+        if args.typ == DOCKER_IMAGE_TYPE:
+            state["repoDigest"] = self.digest_for(args.inputs)
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        """No provider functions are used."""
+        return {}, None
+
+
+@dataclass
+class InProcessRun:
+    """The result of one in-process run: the validated config and the resolved stack outputs."""
+
+    config: StackConfig
+    outputs: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def run_in_process(
+    values: Mapping[str, str], secret_keys: Sequence[str], mocks: pulumi.runtime.Mocks, stack: str
+) -> InProcessRun:
+    """Sets the stack config in-process, validates it (ConfigError before any registration), runs the
+    program under `mocks` on a fresh event loop and waits for every registration."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    logger = logging.getLogger(f"{PROJECT}.inprocess")
+    logger.propagate = False
+    collect = _Collect()
+    logger.handlers = [collect]
+    try:
+        pulumi.runtime.set_all_config(dict(values), list(secret_keys))
+        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=logger)
+        config = load_stack_config()
+        outputs = program.run(config)
+        resolved = loop.run_until_complete(pulumi.Output.from_input(outputs).future(with_unknowns=True))
+        loop.run_until_complete(wait_for_rpcs())
+        return InProcessRun(config=config, outputs=dict(resolved or {}), warnings=collect.messages)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

@@ -1,0 +1,97 @@
+"""Wires the components for one validated StackConfig; the same code runs under `pulumi up` and under
+the in-process mocks of the offline render and the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from components.cluster import cluster_provider
+from components.config import StackConfig, TargetConfig, is_digest_pinned
+from components.device_plugin import DevicePlugin, DevicePluginArgs
+from components.driver_image import DriverImage, DriverImageArgs
+from components.installer import Installer, InstallerArgs
+from components.pull_secret import PullSecret, PullSecretArgs
+from components.specs import image_tag
+
+ImageKey = tuple[str, str, str, str, str]
+
+
+def _pull_secret(config: StackConfig, opts: pulumi.ResourceOptions) -> pulumi.Output[str] | None:
+    registry = config.registry
+    if registry is None or registry.username is None or config.registry_password is None:
+        return None  # nothing to authenticate with (e.g. a public or node-configured registry)
+    args = PullSecretArgs(
+        namespace=config.namespace,
+        server=registry.server,
+        username=registry.username,
+        password=config.registry_password.output(),
+    )
+    return PullSecret("registry", args, opts=opts).secret_name
+
+
+def _built_images(config: StackConfig) -> dict[ImageKey, pulumi.Input[str]]:
+    registry = config.registry
+    assert registry is not None  # StackConfig requires a registry when building
+    password = config.registry_password.output() if config.registry_password is not None else None
+    images: dict[ImageKey, pulumi.Input[str]] = {}
+    for key in config.image_keys():
+        driver, gl_version, arch, flavour, module_type = key
+        args = DriverImageArgs(
+            driver_version=driver,
+            gl_version=gl_version,
+            arch=arch,
+            flavour=flavour,
+            module_type=module_type,
+            registry=registry,
+            password=password,
+            settings=config.image,
+        )
+        image = DriverImage(f"driver-{image_tag(driver, gl_version, flavour, arch, module_type)}", args)
+        images[key] = image.repo_digest
+    return images
+
+
+def _prebuilt_image(target: TargetConfig) -> str:
+    assert target.image is not None  # StackConfig requires an image per target when not building
+    if not is_digest_pinned(target.image):
+        pulumi.log.warn(
+            f"targets: {target.name!r} uses {target.image!r}, which is not digest-pinned: a re-pushed tag "
+            "changes the driver without a diff. Pin it as <image>@sha256:<digest>."
+        )
+    return target.image
+
+
+def run(config: StackConfig) -> dict[str, Any]:
+    """Registers every resource of the stack and returns the stack outputs."""
+    provider = cluster_provider(config)
+    k8s_opts = pulumi.ResourceOptions(providers=[provider])
+    pull_secret_name = _pull_secret(config, k8s_opts)
+    images = _built_images(config) if config.image.build else {}
+    outputs: dict[str, Any] = {}
+    for target in config.targets:
+        image = images[target.image_key()] if config.image.build else _prebuilt_image(target)
+        installer = Installer(
+            f"installer-{target.name}",
+            InstallerArgs(
+                target=target,
+                namespace=config.namespace,
+                image=image,
+                module_parameters=config.module_parameters.by_module(),
+                pull_secret_name=pull_secret_name,
+            ),
+            opts=k8s_opts,
+        )
+        outputs[target.name] = {"image": image, "daemonSet": installer.daemonset_name}
+    plugin = DevicePlugin(
+        "device-plugin",
+        DevicePluginArgs(
+            namespace=config.namespace,
+            settings=config.device_plugin,
+            selections=[t.selection() for t in config.targets],
+            pull_secret_name=pull_secret_name,
+        ),
+        opts=k8s_opts,
+    )
+    return {"targets": outputs, "devicePluginDaemonSet": plugin.daemonset_name}

@@ -1,0 +1,309 @@
+"""The Kubernetes objects as plain dicts: the single description used by the components, the offline
+render and the tests. Pure functions, no resources. Values may be Pulumi Inputs (an image digest, a
+secret), which the Kubernetes provider resolves; everything else is literal.
+
+Pod layout, paths and flags follow docs/architecture.md (the contract with image/ and image/node/).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pulumi import Input
+
+from components.selection import Requirement
+
+PART_OF = "nvidia-installer"
+INSTALLER_NAME = "nvidia-installer"
+DEVICE_PLUGIN_NAME = "nvidia-device-plugin"
+PULL_SECRET_NAME = "nvidia-installer-registry"
+PRIORITY_CLASS = "system-node-critical"
+
+# Installer paths (docs/architecture.md, "Installer pod").
+INSTALLER_BIN = "/opt/nvidia-installer/bin/nvidia-installer"
+MODULE_PARAMETERS_DIR = "/etc/nvidia-installer"
+MODULE_PARAMETERS_FILE = "modprobe.conf"
+HOST_ROOT = "/host"
+
+# Device-plugin paths (docs/architecture.md, "Device-plugin pod"; flags of GKE's plugin, domain.md section 5).
+DEVICE_PLUGIN_BIN = "/usr/bin/nvidia-gpu-device-plugin"
+HOST_DRIVER_DIR = "/opt/nvidia-installer/driver"
+CONTAINER_DRIVER_DIR = "/usr/local/nvidia"
+DRIVER_READY_FILE = "/run/nvidia/validations/driver-ready"
+GPU_CONFIG_DIR = "/etc/nvidia"
+GPU_CONFIG_FILE = "gpu_config.json"
+
+# Requests: what an idle installer (a shell waiting on sleep) and the plugin use. Installer limits: unpacking
+# the payload (zstd, ~30 MB of modules plus ~150 MB of user space) is page-cache heavy and runs once per
+# driver change, so 1 CPU / 1 GiB keeps it from being OOM-killed or throttled for minutes.
+INSTALLER_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+# GKE's own manifests give the plugin 50m/10-20Mi; GOMAXPROCS=1 keeps it small. Headroom for NVML.
+DEVICE_PLUGIN_RESOURCES = {
+    "requests": {"cpu": "50m", "memory": "20Mi"},
+    "limits": {"cpu": "100m", "memory": "64Mi"},
+}
+
+
+def selector_labels(app: str, instance: str) -> dict[str, str]:
+    """The immutable DaemonSet selector: changing it would replace the DaemonSet (pulumi.md)."""
+    return {"app.kubernetes.io/name": app, "app.kubernetes.io/instance": instance}
+
+
+def labels(app: str, instance: str, component: str) -> dict[str, str]:
+    """The recommended app.kubernetes.io labels of every object."""
+    return {
+        **selector_labels(app, instance),
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def content_name(base: str, data: Mapping[str, str]) -> str:
+    """`<base>-<hash of data>`: a ConfigMap whose content changes gets a new name, so the pods that
+    mount it see the change (and a stable, readable name otherwise)."""
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return f"{base}-{digest[:8]}"
+
+
+def image_tag(driver: str, gl_version: str, flavour: str, arch: str, module_type: str) -> str:
+    """The tag of one driver image: every input of the build is visible in it."""
+    return f"{driver}-gl{gl_version}-{flavour}-{arch}-{module_type}"
+
+
+def image_name(server: str, repository: str, tag: str) -> str:
+    """`<server>/<repository>:<tag>`."""
+    return f"{server}/{repository}:{tag}"
+
+
+def modprobe_conf(parameters: Mapping[str, Sequence[str]]) -> str:
+    """modprobe.conf(5) text: one `options <module> <params>` line per module that has parameters."""
+    lines = [f"options {module} {' '.join(params)}" for module, params in parameters.items() if params]
+    return "".join(f"{line}\n" for line in lines)
+
+
+def gpu_config_json(max_shared_clients: int) -> str:
+    """GKE device plugin's gpu_config.json for time-sharing (its GPUConfig struct, field names as GKE's)."""
+    config = {
+        "GPUSharingConfig": {
+            "GPUSharingStrategy": "time-sharing",
+            "MaxSharedClientsPerGPU": max_shared_clients,
+        }
+    }
+    return json.dumps(config, sort_keys=True)
+
+
+def dockerconfigjson(server: str, username: str, password: str) -> str:
+    """The base64 `.dockerconfigjson` value of a kubernetes.io/dockerconfigjson Secret."""
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    body = {"auths": {server: {"username": username, "password": password, "auth": auth}}}
+    return base64.b64encode(json.dumps(body, sort_keys=True).encode()).decode()
+
+
+def config_map(
+    name: str, namespace: str, object_labels: Mapping[str, str], data: Mapping[str, str]
+) -> dict[str, Any]:
+    """A ConfigMap."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(object_labels)},
+        "data": dict(data),
+    }
+
+
+def pull_secret(name: str, namespace: str, encoded_config: Input[str]) -> dict[str, Any]:
+    """The image pull Secret; `encoded_config` is the (secret) base64 .dockerconfigjson."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(INSTALLER_NAME, "registry", "registry-credentials"),
+        },
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": encoded_config},
+    }
+
+
+def node_affinity(terms: Sequence[Sequence[Requirement]]) -> dict[str, Any]:
+    """Required node affinity: a node must match one term (OR); inside a term every expression (AND)."""
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [r.as_dict() for r in term]} for term in terms]
+            }
+        }
+    }
+
+
+def _host_path(name: str, path: str, kind: str) -> dict[str, Any]:
+    return {"name": name, "hostPath": {"path": path, "type": kind}}
+
+
+def _pod_basics(pull_secret_name: Input[str] | None) -> dict[str, Any]:
+    basics: dict[str, Any] = {
+        "priorityClassName": PRIORITY_CLASS,
+        # GPU nodes are often tainted (nvidia.com/gpu:NoSchedule); the driver must reach every one of them.
+        "tolerations": [{"operator": "Exists"}],
+        # Neither pod talks to the API server.
+        "automountServiceAccountToken": False,
+    }
+    if pull_secret_name is not None:
+        basics["imagePullSecrets"] = [{"name": pull_secret_name}]
+    return basics
+
+
+def installer_daemonset(
+    *,
+    target: str,
+    namespace: str,
+    image: Input[str],
+    module_type: str,
+    selection: Sequence[Requirement],
+    parameters_config_map: str,
+    pull_secret_name: Input[str] | None,
+    version_labels: Mapping[str, str],
+) -> dict[str, Any]:
+    """The installer DaemonSet of one target (docs/architecture.md, "Installer pod")."""
+    name = f"{INSTALLER_NAME}-{target}"
+    container = {
+        "name": "nvidia-installer",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": [INSTALLER_BIN, "install"],
+        "env": [
+            {"name": "HOST_ROOT", "value": HOST_ROOT},
+            {"name": "MODULE_TYPE", "value": module_type},
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "MODULE_PARAMETERS_FILE", "value": f"{MODULE_PARAMETERS_DIR}/{MODULE_PARAMETERS_FILE}"},
+        ],
+        "readinessProbe": {
+            "exec": {"command": [INSTALLER_BIN, "probe"]},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "securityContext": {"privileged": True},
+        "resources": INSTALLER_RESOURCES,
+        "volumeMounts": [
+            {"name": "host-installer", "mountPath": f"{HOST_ROOT}/opt/nvidia-installer"},
+            {"name": "host-run-nvidia", "mountPath": f"{HOST_ROOT}/run/nvidia"},
+            {"name": "host-modules", "mountPath": f"{HOST_ROOT}/lib/modules", "readOnly": True},
+            {"name": "dev", "mountPath": "/dev"},
+            {"name": "module-parameters", "mountPath": MODULE_PARAMETERS_DIR, "readOnly": True},
+        ],
+    }
+    pod_spec = {
+        **_pod_basics(pull_secret_name),
+        "hostPID": True,
+        "affinity": node_affinity([selection]),
+        "containers": [container],
+        "volumes": [
+            _host_path("host-installer", "/opt/nvidia-installer", "DirectoryOrCreate"),
+            _host_path("host-run-nvidia", "/run/nvidia", "DirectoryOrCreate"),
+            _host_path("host-modules", "/lib/modules", "Directory"),
+            _host_path("dev", "/dev", "Directory"),
+            {"name": "module-parameters", "configMap": {"name": parameters_config_map}},
+        ],
+    }
+    object_labels = {**labels(INSTALLER_NAME, target, "driver-installer"), **version_labels}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": object_labels,
+            # OnDelete never finishes a rollout by itself: without this, Pulumi waits 10 minutes (pulumi.md).
+            "annotations": {"pulumi.com/skipAwait": "true"},
+        },
+        "spec": {
+            "selector": {"matchLabels": selector_labels(INSTALLER_NAME, target)},
+            # A node takes a new driver only when its pod is deleted (drain first): never under running jobs.
+            "updateStrategy": {"type": "OnDelete"},
+            "template": {"metadata": {"labels": object_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def device_plugin_args(with_gpu_config: bool) -> list[str]:
+    """The plugin's flags (docs/architecture.md; GKE plugin flags, domain.md section 5)."""
+    args = [
+        f"-host-path={HOST_DRIVER_DIR}",
+        f"-container-path={CONTAINER_DRIVER_DIR}",
+        "-plugin-directory=/device-plugin",
+        f"-host-vulkan-icd-path={HOST_DRIVER_DIR}/vulkan/icd.d",
+        # Health monitoring asks GCE's metadata server for the node name: off outside GKE.
+        "-enable-health-monitoring=false",
+    ]
+    if with_gpu_config:
+        args.append(f"-gpu-config={GPU_CONFIG_DIR}/{GPU_CONFIG_FILE}")
+    return args
+
+
+def device_plugin_daemonset(
+    *,
+    namespace: str,
+    image: str,
+    selections: Sequence[Sequence[Requirement]],
+    gpu_config_map: str | None,
+    pull_secret_name: Input[str] | None,
+) -> dict[str, Any]:
+    """The device-plugin DaemonSet on the union of all targets' nodes (docs/architecture.md)."""
+    mounts: list[dict[str, Any]] = [
+        {"name": "device-plugin", "mountPath": "/device-plugin"},
+        {"name": "dev", "mountPath": "/dev"},
+        {"name": "nvidia-driver", "mountPath": CONTAINER_DRIVER_DIR, "readOnly": True},
+        {"name": "driver-ready", "mountPath": DRIVER_READY_FILE, "readOnly": True},
+    ]
+    volumes: list[dict[str, Any]] = [
+        _host_path("device-plugin", "/var/lib/kubelet/device-plugins", "Directory"),
+        _host_path("dev", "/dev", "Directory"),
+        _host_path("nvidia-driver", HOST_DRIVER_DIR, "Directory"),
+        # The gate: the kubelet does not start the pod until the installer wrote this file, so no GPU is
+        # advertised before the driver is loaded.
+        _host_path("driver-ready", DRIVER_READY_FILE, "File"),
+    ]
+    if gpu_config_map is not None:
+        mounts.append({"name": "gpu-config", "mountPath": GPU_CONFIG_DIR, "readOnly": True})
+        volumes.append({"name": "gpu-config", "configMap": {"name": gpu_config_map}})
+    container = {
+        "name": "nvidia-device-plugin",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": [DEVICE_PLUGIN_BIN, "-logtostderr"],
+        "args": device_plugin_args(gpu_config_map is not None),
+        "env": [
+            {"name": "GOMAXPROCS", "value": "1"},
+            {"name": "LD_LIBRARY_PATH", "value": f"{CONTAINER_DRIVER_DIR}/lib"},
+        ],
+        # As the original Garden Linux chart: it hands out /dev/nvidia* nodes.
+        "securityContext": {"privileged": True},
+        "resources": DEVICE_PLUGIN_RESOURCES,
+        "volumeMounts": mounts,
+    }
+    object_labels = labels(DEVICE_PLUGIN_NAME, DEVICE_PLUGIN_NAME, "device-plugin")
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": DEVICE_PLUGIN_NAME, "namespace": namespace, "labels": object_labels},
+        "spec": {
+            "selector": {"matchLabels": selector_labels(DEVICE_PLUGIN_NAME, DEVICE_PLUGIN_NAME)},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": object_labels},
+                "spec": {
+                    **_pod_basics(pull_secret_name),
+                    "affinity": node_affinity(selections),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
