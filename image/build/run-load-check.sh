@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The image's load-check stage (issue 4): boots the target kernel under QEMU with the freshly built
+# modules of every built type (image/verify/load-check.sh does the work and judges the serial log) and
+# writes MODULES_DIR/verdict.env for the payload. LOAD_CHECK=off records `skipped` instead.
+# Usage: run-load-check.sh MODULES_DIR        (MODULES_DIR: compile-modules.sh's output)
+# Environment: LOAD_CHECK (on|off, default on), ARCH, LOAD_CHECK_SCRIPT (default /verify/load-check.sh).
+# A failed check fails the build: an image whose modules cannot load is never assembled or pushed.
+set -euo pipefail
+
+LOG_PREFIX=run-load-check
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+readonly MODE="${LOAD_CHECK:-on}"
+readonly LOAD_CHECK_SCRIPT="${LOAD_CHECK_SCRIPT:-/verify/load-check.sh}"
+
+_read_value() {
+    sed -n "s/^$2=//p" "$1" | tail -n 1
+}
+
+# The manifest quotes values in double quotes: keep characters out that would need escaping.
+_clean() {
+    tr -d "\"\$\`\\\\" <<<"$1"
+}
+
+_qemu_package() {
+    case "$1" in
+        amd64) printf 'qemu-system-x86\n' ;;
+        arm64) printf 'qemu-system-arm\n' ;;
+    esac
+}
+
+# Tools come from the build base's own apt sources (Garden Linux's in kmodbuild), like the kernel.
+_install_tools() {
+    local arch="$1"
+    log "installing QEMU and initramfs tools"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "$(_qemu_package "${arch}")" busybox-static cpio kmod binutils xz-utils gzip >/dev/null
+}
+
+_write_verdict() {
+    local out="$1" verdict="$2" kernel="$3" detail="$4"
+    printf 'LOAD_CHECK_VERDICT=%s\nLOAD_CHECK_KERNEL=%s\nLOAD_CHECK_DETAIL=%s\n' \
+        "${verdict}" "${kernel}" "$(_clean "${detail}")" >"${out}"
+}
+
+main() {
+    local modules="${1:?usage: run-load-check.sh MODULES_DIR}"
+    local build_env="${modules}/build.env" kernel types arch
+    [[ -f "${build_env}" ]] || die "${build_env} is missing: run compile-modules.sh first"
+    kernel=$(_read_value "${build_env}" KERNEL_NAME)
+    types=$(_read_value "${build_env}" MODULE_TYPES | tr -d '"')
+    arch="${ARCH:-$(_read_value "${build_env}" ARCH)}"
+
+    case "${MODE}" in
+        off)
+            log "LOAD_CHECK=off: modules for ${kernel} are NOT proven to load"
+            _write_verdict "${modules}/verdict.env" skipped "" "LOAD_CHECK=off at build time"
+            return 0
+            ;;
+        on) ;;
+        *) die "LOAD_CHECK='${MODE}' is not one of: on off" ;;
+    esac
+
+    _install_tools "${arch}"
+    local type details=""
+    for type in ${types}; do
+        log "load check: ${type} modules on kernel ${kernel}"
+        # load-check.sh prints its one-line reason and exits non-zero on failure: the build stops here.
+        "${LOAD_CHECK_SCRIPT}" run "${modules}/${type}" "${kernel}" "${modules}/verdict-${type}.env" \
+            --arch "${arch}"
+        details+="${details:+; }${type}: $(_read_value "${modules}/verdict-${type}.env" LOAD_CHECK_DETAIL)"
+    done
+    _write_verdict "${modules}/verdict.env" pass "${kernel}" "${details}"
+    log "load check passed for ${types} on ${kernel}"
+}
+
+main "$@"
