@@ -121,9 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m components.render", description=__doc__.splitlines()[0])
     parser.add_argument("stack", help="stack name: renders stacks/Pulumi.<stack>.yaml")
     parser.add_argument("--out", type=Path, help="directory for one file per object (default: stdout)")
+    parser.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help="where Pulumi.<stack>.yaml live")
     args = parser.parse_args(argv)
     try:
-        objects, warnings = render_objects(args.stack)
+        objects, warnings = render_objects(args.stack, args.stacks_dir)
     except (ConfigError, StackFileError) as error:
         print(f"render: {error}", file=sys.stderr)
         return 2
