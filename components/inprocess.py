@@ -127,5 +127,16 @@ def run_in_process(
         loop.run_until_complete(wait_for_rpcs())
         return InProcessRun(config=config, outputs=dict(resolved or {}), warnings=collect.messages)
     finally:
-        asyncio.set_event_loop(None)
-        loop.close()
+        _close(loop)
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancels what is still pending (after a ConfigError, the root stack's own tasks) and closes the
+    loop, so nothing leaks into the next run."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    asyncio.set_event_loop(None)
+    loop.close()

@@ -26,8 +26,9 @@ def _terms(ds: dict[str, Any]) -> list[list[dict[str, Any]]]:
     return [term["matchExpressions"] for term in required["nodeSelectorTerms"]]
 
 
-@pytest.fixture(params=["dev", "prod"])
+@pytest.fixture(params=["dev", "prod"], scope="module")
 def example(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], h.Recorder, Any]:
+    """One run per example stack, shared by the read-only checks of this module."""
     config, secret = h.stack_dict(request.param)
     recorder, result = h.run(config, secret, request.param)
     return request.param, config, recorder, result

@@ -1,0 +1,344 @@
+"""A catalogue of invalid stack configurations. Each must fail before any resource is registered, with a
+message naming the key path, the bad value and the expected form."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from components.checksums import available_checksums
+from tests.pulumi import harness as h
+
+Config = dict[str, Any]
+T = f"{h.NS}:targets"
+
+
+def _base() -> tuple[Config, list[str]]:
+    drivers = h.checksummed()
+    assert len(drivers) >= 2, "the checksum file should list at least two amd64 drivers"
+    return h.build_config(
+        [
+            h.target("vm", "1877.17", drivers[0]),
+            h.target("metal", "2150.9.0", drivers[1], flavour="metal"),
+        ]
+    )
+
+
+def _target(index: int, **changes: Any) -> Callable[[Config], None]:
+    def mutate(config: Config) -> None:
+        config[T][index].update(changes)
+
+    return mutate
+
+
+def _set(key: str, value: Any) -> Callable[[Config], None]:
+    def mutate(config: Config) -> None:
+        config[f"{h.NS}:{key}" if ":" not in key else key] = value
+
+    return mutate
+
+
+def _drop(key: str) -> Callable[[Config], None]:
+    def mutate(config: Config) -> None:
+        del config[key if ":" in key else f"{h.NS}:{key}"]
+
+    return mutate
+
+
+def _both(*mutators: Callable[[Config], None]) -> Callable[[Config], None]:
+    def mutate(config: Config) -> None:
+        for m in mutators:
+            m(config)
+
+    return mutate
+
+
+def _no_checksum_arm64() -> str:
+    """A well-formed driver version without an aarch64 checksum (read from the file, not assumed)."""
+    listed = {v for a, v in available_checksums() if a == "arm64"}
+    candidates = [v for v in h.checksummed("amd64") if v not in listed] + ["580.999.99"]
+    return candidates[0]
+
+
+def _prebuilt(config: Config) -> None:
+    config[f"{h.NS}:image"] = {"build": False}
+    for t in config[T]:
+        t["image"] = "registry.test:5000/gpu/driver:x@sha256:" + "a" * 64
+
+
+SELECTOR_OVERLAP = [
+    {"key": "pool", "operator": "In", "values": ["a", "b"]},
+]
+
+# (mutation, key path, bad value as shown, expected form fragment, secret value that must NOT be shown)
+CASES: list[Any] = [
+    pytest.param(
+        _target(0, glVersion="1877.17.1"),
+        "targets[0].glVersion",
+        "'1877.17.1'",
+        "two parts below 2150",
+        id="gl-three-part-too-early",
+    ),
+    pytest.param(
+        _target(1, glVersion="2150.9"),
+        "targets[1].glVersion",
+        "'2150.9'",
+        "three parts from 2150",
+        id="gl-two-part-too-late",
+    ),
+    pytest.param(
+        _target(0, glVersion="latest"),
+        "targets[0].glVersion",
+        "'latest'",
+        "like 1877.17",
+        id="gl-not-a-version",
+    ),
+    pytest.param(
+        _target(0, glVersion=1877.1),
+        "targets[0].glVersion",
+        "1877.1",
+        "quote it in YAML",
+        id="gl-as-yaml-number",
+    ),
+    pytest.param(
+        _target(0, driverVersion="580"),
+        "targets[0].driverVersion",
+        "'580'",
+        "MAJOR.MINOR.PATCH",
+        id="driver-one-part",
+    ),
+    pytest.param(
+        _target(0, arch="x86_64"), "targets[0].arch", "'x86_64'", "'amd64' or 'arm64'", id="unknown-arch"
+    ),
+    pytest.param(
+        _target(1, flavour="baremetal"),
+        "targets[1].flavour",
+        "'baremetal'",
+        "'cloud' or 'metal'",
+        id="unknown-flavour",
+    ),
+    pytest.param(
+        _target(0, moduleType="closed"),
+        "targets[0].moduleType",
+        "'closed'",
+        "'open' or 'proprietary'",
+        id="unknown-module-type",
+    ),
+    pytest.param(_target(1, name="vm"), "targets[1].name", "'vm'", "unique", id="duplicate-target-name"),
+    pytest.param(_target(0, name="GPU_pool"), "targets[0].name", "'GPU_pool'", "DNS-1123", id="name-not-dns"),
+    pytest.param(
+        _target(1, glVersion="1877.17", flavour="cloud"),
+        "targets[1].nodeSelector",
+        "('vm')",
+        "disjoint",
+        id="overlap-default-selection",
+    ),
+    pytest.param(
+        _both(
+            _target(0, nodeSelector=SELECTOR_OVERLAP),
+            _target(1, nodeSelector=[{"key": "pool", "operator": "In", "values": ["b"]}]),
+        ),
+        "targets[1].nodeSelector",
+        "('metal')",
+        "disjoint",
+        id="overlap-shared-in-value",
+    ),
+    pytest.param(
+        _both(
+            _target(0, nodeSelector=[{"key": "pool", "operator": "NotIn", "values": ["b"]}]),
+            _target(1, nodeSelector=[{"key": "zone", "operator": "Exists"}]),
+        ),
+        "targets[1].nodeSelector",
+        "('vm')",
+        "disjoint",
+        id="overlap-notin-vs-other-key",
+    ),
+    pytest.param(
+        _set("registryPassword", "hunter2-plain"),
+        "registryPassword",
+        "value not shown",
+        "--secret",
+        id="plain-text-password",
+    ),
+    pytest.param(
+        _set(
+            "registry",
+            {"server": "r.test", "repository": "gpu/d", "username": "u", "password": "hunter2-inline"},
+        ),
+        "registry.password",
+        "value not shown",
+        "--secret registryPassword",
+        id="password-in-registry",
+    ),
+    pytest.param(
+        _both(_drop("registry"), _drop("registryPassword")),
+        "registry",
+        "missing",
+        "{server, repository, username}",
+        id="missing-registry-when-building",
+    ),
+    pytest.param(
+        _drop("registryPassword"),
+        "registryPassword",
+        "'robot'",
+        "--secret registryPassword",
+        id="username-without-password",
+    ),
+    pytest.param(
+        _set("regsitry", {"server": "r.test"}),
+        "regsitry",
+        "unknown key",
+        "registry,",
+        id="unknown-top-level-key",
+    ),
+    pytest.param(
+        _target(0, glversion="1877.17"),
+        "targets[0].glversion",
+        "unknown key",
+        "glVersion",
+        id="unknown-target-key",
+    ),
+    pytest.param(
+        _target(1, driverVersion="570.172.08", glVersion="2150.8.0"),
+        "targets[1].driverVersion",
+        "'570.172.08'",
+        "other than 570",
+        id="branch-570-on-kernel-6.18.41",
+    ),
+    pytest.param(
+        _target(0, driverVersion="580.999.99"),
+        "targets[0].driverVersion",
+        "'580.999.99'",
+        "a version listed for x86_64",
+        id="driver-without-checksum",
+    ),
+    pytest.param(
+        _target(0, arch="arm64", driverVersion=_no_checksum_arm64()),
+        "targets[0].driverVersion",
+        f"'{_no_checksum_arm64()}'",
+        "aarch64",
+        id="arm64-driver-without-checksum",
+    ),
+    pytest.param(
+        _both(_prebuilt, _target(1, image=None)),
+        "targets[1].image",
+        "missing",
+        "image reference",
+        id="prebuilt-image-missing",
+    ),
+    pytest.param(
+        _target(0, image="registry.test/x:1"),
+        "targets[0].image",
+        "'registry.test/x:1'",
+        "image.build=false",
+        id="image-set-while-building",
+    ),
+    pytest.param(
+        _both(_prebuilt, _target(0, image="Registry Test/x")),
+        "targets[0].image",
+        "'Registry Test/x'",
+        "image reference",
+        id="prebuilt-image-malformed",
+    ),
+    pytest.param(
+        _set("namespace", "Kube_System"), "namespace", "'Kube_System'", "DNS-1123", id="bad-namespace"
+    ),
+    pytest.param(
+        _set("cluster", {"context": "c", "renderDirectory": "out"}),
+        "cluster.renderDirectory",
+        "'out'",
+        "either renderDirectory",
+        id="render-and-context",
+    ),
+    pytest.param(_set("cluster", {}), "cluster", "no cluster given", "cluster.context", id="no-cluster"),
+    pytest.param(
+        _set("devicePlugin", {"timeSharing": {"maxSharedClientsPerGpu": 1}}),
+        "devicePlugin.timeSharing.maxSharedClientsPerGpu",
+        "1",
+        "from 2 to 48",
+        id="sharing-too-low",
+    ),
+    pytest.param(
+        _target(0, nodeSelector=[{"key": "gpu", "operator": "Equals"}]),
+        "targets[0].nodeSelector[0].operator",
+        "'Equals'",
+        "'Exists'",
+        id="bad-operator",
+    ),
+    pytest.param(
+        _target(0, nodeSelector=[{"key": "gpu", "operator": "In"}]),
+        "targets[0].nodeSelector[0].values",
+        "In needs values",
+        "non-empty list",
+        id="in-without-values",
+    ),
+    pytest.param(
+        _target(0, nodeSelector=[{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]),
+        "targets[0].nodeSelector",
+        "kubernetes.io/arch In [arm64]",
+        "some node can satisfy",
+        id="selection-contradicts-arch",
+    ),
+    pytest.param(
+        _set("moduleParameters", {"nvidia": ["NVreg Foo"]}),
+        "moduleParameters.nvidia",
+        "'NVreg Foo'",
+        "NAME=VALUE",
+        id="bad-module-parameter",
+    ),
+    pytest.param(
+        _drop("pulumi:disable-default-providers"),
+        "pulumi:disable-default-providers",
+        "None",
+        "kubernetes",
+        id="default-provider-enabled",
+    ),
+    pytest.param(
+        _set("registry", {"server": "https://r.test", "repository": "gpu/d", "username": "u"}),
+        "registry.server",
+        "'https://r.test'",
+        "no scheme",
+        id="registry-with-scheme",
+    ),
+    pytest.param(
+        _set("devicePlugin", {"image": "gcr.io/x:1 latest"}),
+        "devicePlugin.image",
+        "'gcr.io/x:1 latest'",
+        "image reference",
+        id="bad-device-plugin-image",
+    ),
+    pytest.param(_drop("targets"), "targets", "missing", "non-empty list of targets", id="no-targets"),
+]
+
+
+def test_catalogue_is_large_enough() -> None:
+    assert len(CASES) >= 20
+
+
+def test_base_config_is_valid_and_registers_resources() -> None:
+    config, secret = _base()
+    recorder, _ = h.run(config, secret)
+    assert len(recorder.k8s_objects()) >= 5
+
+
+@pytest.mark.parametrize(("mutate", "path", "value", "expected"), CASES)
+def test_invalid_config_is_rejected_before_any_resource(
+    mutate: Callable[[Config], None], path: str, value: str, expected: str
+) -> None:
+    config, secret = _base()
+    mutate(config)
+    secret = [k for k in secret if k in config]
+    if config.get(f"{h.NS}:registryPassword") == "hunter2-plain":
+        secret = []
+    recorder, error = h.run_failing(config, secret)
+    assert recorder.regs == [], "nothing may be registered when the config is invalid"
+    lines = [line for line in error.problems if line.startswith(f"{path}:")]
+    assert lines, f"no problem reported at {path}: {error.problems}"
+    line = lines[0]
+    assert value in line, line
+    assert expected in line, line
+    text = str(error)
+    assert "pydantic" not in text and "errors.pydantic.dev" not in text
+    assert "hunter2" not in text and "s3cr3t" not in text, "a secret value was echoed"
