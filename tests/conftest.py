@@ -40,10 +40,16 @@ def cache_root() -> Path:
     return Path(os.environ.get("NVIDIA_INSTALLER_TEST_CACHE", "/var/tmp/nvidia-installer-test-cache"))
 
 
+# What a compile depends on; editing any of these (or the pins) invalidates the cached modules.
+COMPILE_INPUTS = [
+    BUILD_SCRIPTS / name for name in ("lib.sh", "detect-kernel.sh", "condense-log.sh", "compile-modules.sh")
+]
+
+
 def inputs_key(*extra: Path) -> str:
-    """A short hash of the build scripts, the pins and any extra files: a change to any invalidates."""
+    """A short hash of the compile scripts, the pins and any extra files: a change to any invalidates."""
     digest = hashlib.sha256()
-    for path in sorted([*BUILD_SCRIPTS.glob("*.sh"), PINS_FILE, *extra]):
+    for path in sorted([*COMPILE_INPUTS, PINS_FILE, *extra]):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -112,14 +118,19 @@ def _extract_driver_tree(target: Path) -> None:
     staging.rename(target)
 
 
-@pytest.fixture(scope="session")
-def debian_driver_tree() -> Path:
+def cached_driver_tree() -> Path:
     """NVIDIA's kernel-open/ and kernel/ trees as Debian packages them (version PINS NVIDIA_VERSION)."""
     target = cache_root() / f"driver-tree-{PINS['NVIDIA_VERSION']}"
     with file_lock(cache_root() / "driver-tree.lock"):
         if not target.is_dir():
             _extract_driver_tree(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def debian_driver_tree() -> Path:
+    """NVIDIA's kernel-open/ and kernel/ trees as Debian packages them (version PINS NVIDIA_VERSION)."""
+    return cached_driver_tree()
 
 
 @pytest.fixture(scope="session")
@@ -131,6 +142,11 @@ def compiled_modules(debian_driver_tree: Path) -> CompiledModules:
     (DRIVER_VERSION, KERNEL_NAME, MODULE_TYPES, KERNEL_FLAVOUR, ARCH, HEADERS_DIR) and
     `logs/<type>.log`. Compiled once per cache key; fails the test with the build's own report.
     """
+    return modules_factory(debian_driver_tree)
+
+
+def modules_factory(debian_driver_tree: Path) -> CompiledModules:
+    """The factory behind the `compiled_modules` fixture (the benchmark uses it too)."""
     entries = cache_root() / "modules" / inputs_key()
 
     def build(kernel_release: str, module_type: str) -> Path:

@@ -29,8 +29,11 @@ _copy_binaries() {
     return 0
 }
 
+# Prints nothing for a file without DT_SONAME (or not ELF at all).
 _soname_of() {
-    readelf -d "$1" 2>/dev/null | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p'
+    local dynamic
+    dynamic=$(readelf -d "$1" 2>/dev/null) || return 0
+    sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p' <<<"${dynamic}"
 }
 
 # Only the tree's top level: the .run keeps 32-bit copies under 32/, which a 64-bit node never uses.

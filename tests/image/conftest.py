@@ -8,12 +8,15 @@ tag derived from its recipe, so a session builds it at most once (about three mi
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ import pytest
 from tests.conftest import cache_root, file_lock
 from tests.pins import PINS
 
+CONTEXT = Path(__file__).resolve().parents[2] / "image"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 COMPONENTS = "main contrib non-free non-free-firmware"
 # What the compile, load-check and payload stages need of kmodbuild: toolchain, both flavours' headers
@@ -98,6 +102,11 @@ def _make_rootfs(rootfs: Path) -> None:
 def standin_base() -> str:
     """A podman image standing in for kmodbuild and the Garden Linux base: Debian 12 with the toolchain
     and the 6.1 headers of PINS KERNEL_61 in the default and cloud flavours. Returns its reference."""
+    return make_standin_base()
+
+
+def make_standin_base() -> str:
+    """Builds (or finds in podman's store) the stand-in base image; returns its reference."""
     for tool in ("podman", "debootstrap", "buildah", "skopeo"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: run .ci/system-deps.sh")
@@ -114,7 +123,8 @@ def standin_base() -> str:
     return ref
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on right now, on loopback."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -126,8 +136,15 @@ def registry() -> Iterator[str]:
     """A real Distribution registry on a free loopback port with throw-away storage: `127.0.0.1:PORT`."""
     if shutil.which("docker-registry") is None:
         pytest.fail("docker-registry is missing: run .ci/system-deps.sh")
+    with running_registry() as address:
+        yield address
+
+
+@contextmanager
+def running_registry() -> Iterator[str]:
+    """Starts docker-registry on loopback with temporary storage; stops it and removes the storage after."""
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
+        port = free_port()
         config = Path(tmp) / "config.yml"
         config.write_text(
             "version: 0.1\n"
@@ -156,3 +173,54 @@ def _wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
                 return
         time.sleep(0.2)
     pytest.fail(f"docker-registry did not listen on 127.0.0.1:{port} within 30 s")
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """One image as the registry serves it."""
+
+    ref: str
+    digest: str
+    layers: list[dict[str, object]]
+    config: dict[str, object]
+
+
+def run_ok(argv: list[str], timeout: int = 600) -> str:
+    """Runs a command; fails the test with its output when it fails. Returns stdout."""
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(argv[:3])} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def build_image(base: str, flavour: str, tag: str, load_check: str = "on") -> None:
+    """Builds image/Dockerfile for the open modules of the pinned Debian driver on the stand-in base."""
+    args = {
+        "ARCH": "amd64",
+        "GL_VERSION": "1877.17",
+        "DRIVER_VERSION": PINS["NVIDIA_VERSION"],
+        "DRIVER_SOURCE": "debian",
+        "KERNEL_FLAVOUR": flavour,
+        "MODULE_TYPE": "open",
+        "LOAD_CHECK": load_check,
+        "BUILD_BASE": base,
+        "RUNTIME_BASE": base,
+    }
+    argv = ["podman", "build", "--isolation=chroot", "--layers", "-f", str(CONTEXT / "Dockerfile"), "-t", tag]
+    for key, value in args.items():
+        argv += ["--build-arg", f"{key}={value}"]
+    run_ok([*argv, str(CONTEXT)], timeout=3600)
+
+
+def push_image(tag: str, registry: str, name: str, tmp: Path) -> Pushed:
+    """Pushes to the loopback registry and reads digest, manifest and config back with skopeo."""
+    ref = f"{registry}/nvidia-installer:{name}"
+    digestfile = tmp / f"{name}.digest"
+    run_ok(["podman", "push", "--tls-verify=false", "--digestfile", str(digestfile), tag, ref])
+    inspect = ["skopeo", "inspect", "--tls-verify=false"]
+    digest = run_ok([*inspect, f"docker://{ref}", "--format", "{{.Digest}}"]).strip()
+    if digest != digestfile.read_text().strip():
+        pytest.fail(f"registry digest {digest} differs from podman's {digestfile.read_text()}")
+    manifest = json.loads(run_ok([*inspect, "--raw", f"docker://{ref}"]))
+    config = json.loads(run_ok([*inspect, "--config", f"docker://{ref}"]))
+    return Pushed(ref=ref, digest=digest, layers=manifest["layers"], config=config)
