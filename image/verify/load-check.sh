@@ -388,6 +388,15 @@ _boot_guest() {
     fi
 }
 
+_now() {
+    printf '%s\n' "${EPOCHREALTIME/,/.}"
+}
+
+_elapsed() {
+    # seconds since $1 (an _now value), one decimal
+    awk -v start="$1" -v end="$(_now)" 'BEGIN { printf "%.1f", end - start }'
+}
+
 _write_verdict_file() {
     local verdict_out="$1" file="$2"
     printf '%s\n' "${verdict_out}" >"${file}"
@@ -464,7 +473,7 @@ cmd_run() {
     _parse_args "$@"
     ((${#POSITIONAL[@]} == 3)) || die "usage: load-check.sh run MODULES_DIR KERNEL_RELEASE VERDICT_FILE [options]"
     local modules_dir="${POSITIONAL[0]}" release="${POSITIONAL[1]}" verdict_file="${POSITIONAL[2]}"
-    local workdir kernel_dir exports serial vermagic verdict_out rc=0
+    local workdir kernel_dir exports serial vermagic verdict_out started timings rc=0
     _prepare_common "${modules_dir}"
     _require_tools "${QEMU_BINARY}" timeout
     [[ -n "${EXPORTS_FILE}" ]] || _require_tools nm
@@ -475,11 +484,13 @@ cmd_run() {
     # shellcheck disable=SC2064 # expand now: the trap must remove this run's directory
     trap "rm -rf '${workdir}'" EXIT
 
+    started=$(_now)
     if [[ -n "${KERNEL_DIR}" ]]; then
         kernel_dir="${KERNEL_DIR}"
     else
         kernel_dir=$(_fetch_kernel "${KERNEL_PACKAGE:-linux-image-${release}}" "${KERNEL_CACHE}" "${workdir}") || exit 2
     fi
+    timings="fetch $(_elapsed "${started}")s"
     _check_kernel_dir "${kernel_dir}" "${release}"
 
     exports="${EXPORTS_FILE:-${workdir}/exports}"
@@ -488,15 +499,22 @@ cmd_run() {
     vermagic=$(modinfo -F vermagic "${modules_dir}/nvidia.ko")
 
     log "building the initramfs for ${release} (${GUEST_ARCH})"
+    started=$(_now)
     _build_initramfs "${modules_dir}" "${kernel_dir}" "${release}" "${workdir}/initrd.gz" "${WITH_DEPS}" "${BUSYBOX}" || exit 2
+    timings+=", initramfs $(_elapsed "${started}")s"
     serial="${SERIAL_LOG:-${verdict_file%.*}.serial.log}"
     log "booting ${release} under ${QEMU_BINARY} (TCG, limit ${TIMEOUT_SECONDS}s)"
+    started=$(_now)
     _boot_guest "${kernel_dir}/boot/vmlinuz-${release}" "${workdir}/initrd.gz" "${serial}" "${TIMEOUT_SECONDS}"
+    timings+=", boot $(_elapsed "${started}")s"
     rm -f "${serial}.qemu-stderr"
 
+    started=$(_now)
     verdict_out=$("${VERDICT_PROGRAM}" --log "${serial}" --exports "${exports}" --release "${release}" \
         --vermagic "${vermagic}") || rc=$?
     ((rc <= 1)) || die "verdict program failed (status ${rc})"
+    timings+=", verdict $(_elapsed "${started}")s"
+    log "timings: ${timings}"
     _write_verdict_file "${verdict_out}" "${verdict_file}"
     if ((rc != 0)); then
         printf 'load-check: FAIL %s: %s\n' "${release}" "$(_detail_of "${verdict_out}")" >&2

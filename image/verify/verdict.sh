@@ -152,19 +152,24 @@ _first_message() {
 # ---------------------------------------------------------------------------------------------------
 # judgements: each prints "category: detail" and returns 1 on failure, prints nothing and returns 0 on pass
 
+_built_for() {
+    # ", vermagic says <release>" when the caller passed the modules' vermagic.
+    [[ -z "${VERMAGIC}" ]] || printf ', its vermagic says %s' "${VERMAGIC%% *}"
+}
+
 _judge_format() {
     # An insmod that failed with ENOEXEC: say which of the kernel's checks refused the module.
     local module="$1" line
     line=$(_first_line_matching "${module}" 'disagrees about version of symbol')
     if [[ -n "${line}" ]]; then
-        printf 'wrong-abi: %s.ko was built for another kernel ABI than %s (%s): rebuild against the headers of exactly this kernel\n' \
-            "${module}" "${RELEASE}" "${line}"
+        printf 'wrong-abi: %s.ko was built for another kernel ABI than %s%s (%s): rebuild against the headers of exactly this kernel\n' \
+            "${module}" "${RELEASE}" "$(_built_for)" "${line}"
         return 1
     fi
     line=$(_first_line_matching "${module}" 'struct module size|this_module section size')
     if [[ -n "${line}" ]]; then
-        printf 'wrong-series: %s.ko was built for another kernel series than %s (%s): rebuild against the headers of exactly this kernel\n' \
-            "${module}" "${RELEASE}" "${line}"
+        printf 'wrong-series: %s.ko was built for another kernel series than %s%s (%s): rebuild against the headers of exactly this kernel\n' \
+            "${module}" "${RELEASE}" "$(_built_for)" "${line}"
         return 1
     fi
     printf 'invalid-format: %s.ko is not a valid module for %s (%s)\n' "${module}" "${RELEASE}" "$(_first_message "${module}")"
@@ -218,7 +223,12 @@ _judge_nvidia_other() {
             fi
             ;;
         "${EINVAL}")
-            [[ "${module}" == nvidia-peermem && -z "$(_unknown_symbols "${module}")" ]] && return 0
+            # nvidia-peermem's init refuses when built without the InfiniBand peer-memory API, which
+            # only MLNX_OFED kernels carry (NVIDIA's kernel-open/nvidia-peermem/nvidia-peermem.c).
+            if [[ "${module}" == nvidia-peermem &&
+                -n "$(_first_line_matching "${module}" 'compiled without IB peer memory symbols')" ]]; then
+                return 0
+            fi
             printf 'unexpected: %s.ko insmod status %s (%s)\n' "${module}" "${status}" "$(_first_message "${module}")"
             ;;
         "${ENOEXEC}") _judge_format "${module}" ;;
