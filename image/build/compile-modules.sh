@@ -77,8 +77,9 @@ _build_type() {
     [[ -f "${HEADERS_DIR}/Module.symvers" ]] || make_args+=(IGNORE_MISSING_MODULE_SYMVERS=1)
     log "building ${type} modules of ${version} for ${KERNEL_NAME} (make -j${JOBS}), log: ${log}"
     local started="${SECONDS}"
-    # C locale: plain ASCII quotes in gcc's messages, so the one-line report is greppable.
-    if ! LC_ALL=C make "${make_args[@]}" >"${log}" 2>&1; then
+    # C locale: plain ASCII quotes in gcc's messages. The kernel's Makefile unexports LC_ALL, so LANG
+    # and LC_MESSAGES/LC_CTYPE must say C as well.
+    if ! LC_ALL=C LANG=C LC_CTYPE=C LC_MESSAGES=C make "${make_args[@]}" >"${log}" 2>&1; then
         "${HERE}/condense-log.sh" "${log}" "${version}" "${KERNEL_NAME}" "${type}" >&2
         rm -rf "${scratch}"
         return 1

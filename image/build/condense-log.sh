@@ -25,10 +25,12 @@ _first_error_line_number() {
     printf '%s\n' "${number}"
 }
 
-# `/long/build/path/nvidia/nv-pci.c:123:5: error: msg` -> `nvidia/nv-pci.c:123: msg`
+# `/long/build/path/nvidia/nv-pci.c:123:5: error: msg` -> `nvidia/nv-pci.c:123: msg`; gcc's typographic
+# quotes (a UTF-8 locale) become ASCII ones, so the line reads and greps the same everywhere.
 _summarize_error() {
-    local line="$1"
-    if [[ "${line}" =~ ^([^[:space:]]+):([0-9]+)(:[0-9]+)?:\ (fatal\ )?error:\ (.*)$ ]]; then
+    local line
+    line=$(sed -e "s/\xe2\x80\x98/'/g" -e "s/\xe2\x80\x99/'/g" <<<"$1")
+    if [[ "${line}" =~ ^([^[:space:]:]+):([0-9]+)(:[0-9]+)?:\ (fatal\ )?error:\ (.*)$ ]]; then
         local path="${BASH_REMATCH[1]}" file
         file="$(basename "$(dirname "${path}")")/$(basename "${path}")"
         printf '%s:%s: %s\n' "${file}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[5]}"

@@ -63,8 +63,17 @@ _lay_out_tree() {
     cp -a "${root}/lib/firmware/nvidia/${VERSION}"/gsp_*.bin "${out}/firmware/"
 }
 
+# Fresh package lists (a base image may ship none) and xz for the source tarballs.
+_prepare_apt() {
+    log "apt-get update"
+    apt-get update -qq
+    command -v xz >/dev/null && return 0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends xz-utils >/dev/null
+}
+
 main() {
     local out="${1:?usage: debian-driver-tree.sh OUTPUT_DIR}" work
+    _prepare_apt
     work=$(mktemp -d)
     mkdir -p "${work}/debs" "${work}/root"
     _download_packages "${work}/debs"
