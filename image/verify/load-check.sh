@@ -454,7 +454,7 @@ _prepare_common() {
     local modules_dir="$1"
     _require_tools cpio gzip modinfo od
     BUSYBOX=$(_find_busybox) || die "busybox not found: install busybox-static"
-    _is_elf_for_arch "${BUSYBOX}" || die "${BUSYBOX} is not a ${GUEST_ARCH} binary: the initramfs needs the guest's busybox"
+    _is_elf_for_arch "${BUSYBOX}" || die "${BUSYBOX} is not built for ${GUEST_ARCH}: the initramfs needs the guest architecture's busybox-static"
     _is_static_binary "${BUSYBOX}" || die "${BUSYBOX} is dynamically linked: install busybox-static"
     _check_modules_dir "${modules_dir}"
 }

@@ -1,0 +1,111 @@
+"""Slow tier: real modules booted under QEMU (TCG) in their real Debian kernel, and negative controls.
+
+Modules come from the shared `compiled_modules` fixture (tests/conftest.py: compiled once, cached on
+disk). Kernel image packages are fetched by load-check.sh itself (`apt-get download`, `dpkg-deb -x`)
+into one cache for the session, so each pinned kernel is downloaded once per run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CompiledModules
+from tests.pins import PINS
+from tests.verify.verdict_run import LOAD_CHECK, parse_env
+
+pytestmark = pytest.mark.slow
+
+K61 = f"{PINS['KERNEL_61']}-amd64"
+K61_CLOUD = f"{PINS['KERNEL_61']}-cloud-amd64"
+K61_OLD = f"{PINS['KERNEL_61_OLD']}-amd64"
+K612 = f"{PINS['KERNEL_612']}-amd64"
+
+
+@pytest.fixture(scope="session")
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Extracted linux-image packages, shared by every boot of this session."""
+    return tmp_path_factory.mktemp("kernel-packages")
+
+
+def _load_check(
+    modules: Path, release: str, out: Path, kernel_cache: Path, *extra: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, str], str]:
+    verdict_file = out / "verdict.env"
+    serial = out / "serial.log"
+    result = subprocess.run(
+        [
+            str(LOAD_CHECK),
+            "run",
+            str(modules),
+            release,
+            str(verdict_file),
+            "--arch",
+            "amd64",
+            "--kernel-cache",
+            str(kernel_cache),
+            "--serial-log",
+            str(serial),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    values = parse_env(verdict_file.read_text()) if verdict_file.exists() else {}
+    log = serial.read_text(errors="replace") if serial.exists() else ""
+    return result, values, log
+
+
+@pytest.mark.parametrize(
+    ("release", "module_type"),
+    [(K61, "open"), (K61, "proprietary"), (K61_CLOUD, "open"), (K612, "open"), (K612, "proprietary")],
+)
+def test_modules_load_into_their_own_kernel(
+    compiled_modules: CompiledModules, kernel_cache: Path, tmp_path: Path, release: str, module_type: str
+) -> None:
+    modules = compiled_modules(release, module_type)
+    result, values, log = _load_check(modules, release, tmp_path, kernel_cache)
+    assert result.returncode == 0, f"{result.stderr}\n{log[-3000:]}"
+    assert values["LOAD_CHECK_VERDICT"] == "pass"
+    assert values["LOAD_CHECK_KERNEL"] == release
+    assert values["LOAD_CHECK_DETAIL"].startswith("loads: ")
+    assert f"LOAD_CHECK BEGIN kernel={release} " in log
+    assert "NVRM: No NVIDIA GPU found." in log
+
+
+@dataclass(frozen=True)
+class NegativeControl:
+    """One kernel/modules mismatch and the message it must produce."""
+
+    release: str
+    extra: tuple[str, ...]
+    category: str
+    evidence: str
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        NegativeControl(K61_OLD, (), "wrong-abi", "disagrees about version of symbol module_layout"),
+        NegativeControl(K612, (), "wrong-series", "struct module size"),
+        NegativeControl(K61, ("--without-deps",), "missing-dependency", "nvidia.ko needs symbol drm_"),
+    ],
+    ids=["other-abi", "other-series", "deps-left-out"],
+)
+def test_negative_controls_fail_with_their_own_message(
+    compiled_modules: CompiledModules, kernel_cache: Path, tmp_path: Path, case: NegativeControl
+) -> None:
+    modules = compiled_modules(K61, "open")
+    result, values, log = _load_check(modules, case.release, tmp_path, kernel_cache, *case.extra)
+    assert result.returncode == 1, f"{result.stderr}\n{log[-3000:]}"
+    failures = [line for line in result.stderr.splitlines() if line.startswith("load-check: FAIL")]
+    assert len(failures) == 1, result.stderr
+    assert f"load-check: FAIL {case.release}: {case.category}: " in failures[0]
+    assert case.evidence in failures[0]
+    assert values["LOAD_CHECK_VERDICT"] == "fail"
+    assert values["LOAD_CHECK_DETAIL"].startswith(f"{case.category}: ")
