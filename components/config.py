@@ -409,10 +409,11 @@ class StackConfig(_Model):
 
     @model_validator(mode="after")
     def _disjoint_selections(self) -> Self:
+        selections = [t.selection() for t in self.targets]
         for i, first in enumerate(self.targets):
             for j in range(i + 1, len(self.targets)):
                 second = self.targets[j]
-                if selection.can_overlap(first.selection(), second.selection()):
+                if selection.can_overlap(selections[i], selections[j]):
                     raise ConfigRuleError(
                         ["targets", j, "nodeSelector"],
                         f"targets[{i}] ({first.name!r}) and targets[{j}] ({second.name!r}) can select "

@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 
+from components import specs
 from components.cluster import cluster_provider
 from components.config import StackConfig, TargetConfig, is_digest_pinned
 from components.device_plugin import DevicePlugin, DevicePluginArgs
 from components.driver_image import DriverImage, DriverImageArgs
 from components.installer import Installer, InstallerArgs
 from components.pull_secret import PullSecret, PullSecretArgs
-from components.specs import image_tag
 
 ImageKey = tuple[str, str, str, str, str]
 
@@ -48,7 +49,8 @@ def _built_images(config: StackConfig) -> dict[ImageKey, pulumi.Input[str]]:
             password=password,
             settings=config.image,
         )
-        image = DriverImage(f"driver-{image_tag(driver, gl_version, flavour, arch, module_type)}", args)
+        tag = specs.image_tag(driver, gl_version, flavour, arch, module_type)
+        image = DriverImage(f"driver-{tag}", args)
         images[key] = image.repo_digest
     return images
 
@@ -63,11 +65,26 @@ def _prebuilt_image(target: TargetConfig) -> str:
     return target.image
 
 
+def _module_parameters(config: StackConfig, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    """The modprobe.conf ConfigMap every installer mounts (always present, may be empty); its name
+    carries a hash of the content, so a change is a new ConfigMap that new installer pods pick up."""
+    data = {specs.MODULE_PARAMETERS_FILE: specs.modprobe_conf(config.module_parameters.by_module())}
+    name = specs.content_name(f"{specs.INSTALLER_NAME}-modprobe", data)
+    labels = specs.labels(specs.INSTALLER_NAME, "module-parameters", "driver-installer")
+    spec = specs.config_map(name, config.namespace, labels, data)
+    config_map = k8s.core.v1.ConfigMap(
+        "module-parameters", metadata=spec["metadata"], data=spec["data"], opts=opts
+    )
+    # Read back from the resource, so every installer DaemonSet depends on its creation.
+    return config_map.metadata.apply(lambda meta: meta.name or name)
+
+
 def run(config: StackConfig) -> dict[str, Any]:
     """Registers every resource of the stack and returns the stack outputs."""
     provider = cluster_provider(config)
     k8s_opts = pulumi.ResourceOptions(providers=[provider])
     pull_secret_name = _pull_secret(config, k8s_opts)
+    parameters = _module_parameters(config, k8s_opts)
     images = _built_images(config) if config.image.build else {}
     outputs: dict[str, Any] = {}
     for target in config.targets:
@@ -78,7 +95,7 @@ def run(config: StackConfig) -> dict[str, Any]:
                 target=target,
                 namespace=config.namespace,
                 image=image,
-                module_parameters=config.module_parameters.by_module(),
+                parameters_config_map=parameters,
                 pull_secret_name=pull_secret_name,
             ),
             opts=k8s_opts,

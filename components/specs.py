@@ -166,7 +166,7 @@ def installer_daemonset(
     image: Input[str],
     module_type: str,
     selection: Sequence[Requirement],
-    parameters_config_map: str,
+    parameters_config_map: Input[str],
     pull_secret_name: Input[str] | None,
     version_labels: Mapping[str, str],
 ) -> dict[str, Any]:

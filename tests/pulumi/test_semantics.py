@@ -144,7 +144,7 @@ def test_installer_follows_the_contract(name: str, ds: dict[str, Any]) -> None:
         ("/run/nvidia", "/host/run/nvidia", False, "DirectoryOrCreate"),
         ("/lib/modules", "/host/lib/modules", True, "Directory"),
         ("/dev", "/dev", False, "Directory"),
-        (f"cm:{ds['metadata']['name']}", "/etc/nvidia-installer", True, "configMap"),
+        ("cm:nvidia-installer-modprobe", "/etc/nvidia-installer", True, "configMap"),
     }
     assert pod["hostPID"] is True
     assert ds["spec"]["updateStrategy"] == {"type": "OnDelete"}

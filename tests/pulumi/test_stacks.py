@@ -39,13 +39,16 @@ def test_one_installer_per_target_and_one_device_plugin(example: Any) -> None:
     names = [t["name"] for t in config[f"{h.NS}:targets"]]
     daemonsets = _by_name(recorder, DS)
     assert set(daemonsets) == {f"nvidia-installer-{n}" for n in names} | {"nvidia-device-plugin"}
-    # one modprobe ConfigMap per installer, and the DaemonSet mounts exactly that one
+    # one modprobe ConfigMap, mounted by every installer
+    config_maps = _by_name(recorder, CM)
+    mounted = set()
     for name in names:
         ds = daemonsets[f"nvidia-installer-{name}"]
         volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
-        cm_name = volumes["module-parameters"]["configMap"]["name"]
-        assert cm_name in _by_name(recorder, CM)
-        assert cm_name.startswith(f"nvidia-installer-{name}-")
+        mounted.add(volumes["module-parameters"]["configMap"]["name"])
+    (cm_name,) = mounted
+    assert cm_name.startswith("nvidia-installer-modprobe-")
+    assert "modprobe.conf" in config_maps[cm_name]["data"]
 
 
 def test_every_kubernetes_resource_uses_the_explicit_provider(example: Any) -> None:
