@@ -28,6 +28,9 @@
 # Needs: bash, coreutils, qemu-system-<arch>, busybox-static, cpio, gzip, kmod (modinfo), xz-utils or
 # busybox's xzcat for .ko.xz, binutils (nm) unless --exports is given, apt-get + dpkg-deb to fetch a kernel.
 set -euo pipefail
+# Step functions run inside $(...) and `|| exit` contexts, where bash ignores errexit: every fallible
+# step below checks its own status, and inherit_errexit covers plain substitutions.
+shopt -s inherit_errexit
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly HERE
@@ -167,17 +170,16 @@ _download_kernel_deb() {
     # apt-get download drops root to _apt and cannot when the target dir is not its own; it then warns
     # and downloads as root anyway. A stalled mirror must not hang the build: bound it.
     if ! out=$(cd "${dest}" && timeout 600 apt-get download -q "${package}" 2>&1); then
-        out=$(printf '%s\n' "${out}" | grep -E '^E:' | head -n 1)
+        out=$(printf '%s\n' "${out}" | grep -E '^E:' | head -n 1 || true)
         printf 'load-check: kernel package %s cannot be downloaded (gone from the archive or not in the apt sources? pin an available version): %s\n' \
-            "${package}" "${out:-apt-get download failed}" >&2
+            "${package}" "${out:-apt-get download failed or timed out}" >&2
         return 1
     fi
 }
 
 _extract_kernel_deb() {
     local deb="$1" dest="$2"
-    mkdir -p "${dest}"
-    dpkg-deb -x "${deb}" "${dest}"
+    mkdir -p "${dest}" && dpkg-deb -x "${deb}" "${dest}"
 }
 
 _fetch_kernel() {
@@ -194,14 +196,19 @@ _fetch_kernel() {
         target="${workdir}/kernel"
     fi
     debdir="${workdir}/deb"
-    mkdir -p "${debdir}"
-    chmod 0755 "${workdir}" "${debdir}"
+    mkdir -p "${debdir}" && chmod 0755 "${workdir}" "${debdir}" || return 1
     _download_kernel_deb "${package}" "${debdir}" || return 1
     deb=$(find "${debdir}" -maxdepth 1 -name '*.deb' | head -n 1)
-    [[ -n "${deb}" ]] || return 1
-    _extract_kernel_deb "${deb}" "${target}"
+    if [[ -z "${deb}" ]]; then
+        printf 'load-check: apt-get download %s left no .deb behind\n' "${package}" >&2
+        return 1
+    fi
+    if ! _extract_kernel_deb "${deb}" "${target}"; then
+        printf 'load-check: cannot unpack %s (disk full? corrupt download?)\n' "${deb##*/}" >&2
+        return 1
+    fi
     rm -f "${deb}"
-    touch "${target}/.complete"
+    touch "${target}/.complete" || return 1
     printf '%s\n' "${target}"
 }
 
@@ -220,18 +227,21 @@ _index_kernel_modules() {
 
 _module_depends() {
     local file="$1" depends
-    depends=$(modinfo -F depends "${file}")
+    if ! depends=$(modinfo -F depends "${file}" 2>/dev/null); then
+        printf 'load-check: modinfo cannot read %s: not a kernel module?\n' "${file}" >&2
+        return 1
+    fi
     printf '%s\n' "${depends//,/ }"
 }
 
 _resolve_kernel_deps() {
     # Prints the in-kernel modules the NVIDIA set needs, dependencies before dependants (post-order).
-    local modules_dir="$1" kernel_modules="$2" index ko name dep
-    index=$(_index_kernel_modules "${kernel_modules}")
+    local modules_dir="$1" kernel_modules="$2" index ko name dep depends
+    index=$(_index_kernel_modules "${kernel_modules}") || return 1
     local -A seen=()
     local -a order=()
     _visit() {
-        local dep="${1//-/_}" path sub
+        local dep="${1//-/_}" path sub subs
         [[ -n "${seen[${dep}]:-}" ]] && return 0
         seen[${dep}]=1
         # NVIDIA's own modules are loaded by name later; only kernel modules are dependencies here.
@@ -242,7 +252,8 @@ _resolve_kernel_deps() {
             printf 'load-check: in-kernel dependency %s is neither a module nor built into the kernel package: wrong kernel package?\n' "${dep}" >&2
             return 1
         fi
-        for sub in $(_module_depends "${path}"); do
+        subs=$(_module_depends "${path}") || return 1
+        for sub in ${subs}; do
             _visit "${sub}" || return 1
         done
         order+=("${path}")
@@ -250,7 +261,8 @@ _resolve_kernel_deps() {
     for name in "${NVIDIA_MODULES[@]}"; do
         ko="${modules_dir}/${name}.ko"
         [[ -f "${ko}" ]] || continue
-        for dep in $(_module_depends "${ko}"); do
+        depends=$(_module_depends "${ko}") || return 1
+        for dep in ${depends}; do
             _visit "${dep}" || return 1
         done
     done
@@ -324,40 +336,42 @@ TAIL
 }
 
 _build_initramfs() {
-    # $1 modules dir, $2 kernel dir, $3 release, $4 output file, $5 with deps (1/0), $6 busybox
-    local modules_dir="$1" kernel_dir="$2" release="$3" out="$4" with_deps="$5" busybox="$6"
-    local root kernel_modules dep name n=0
+    # $1 empty staging dir, $2 modules dir, $3 kernel dir, $4 release, $5 output file, $6 with deps (1/0),
+    # $7 busybox. Returns non-zero (after one line on stderr) when a step fails.
+    local root="$1" modules_dir="$2" kernel_dir="$3" release="$4" out="$5" with_deps="$6" busybox="$7"
+    local kernel_modules deps dep name
     local -a loads=()
-    root=$(mktemp -d)
-    mkdir -p "${root}"/{bin,dev,proc,sys,tmp,lib/modules/deps,lib/modules/nvidia}
-    cp "${busybox}" "${root}/bin/busybox"
+    mkdir -p "${root}"/{bin,dev,proc,sys,tmp,lib/modules/deps,lib/modules/nvidia} &&
+        cp "${busybox}" "${root}/bin/busybox" || return 1
     if [[ "${with_deps}" == 1 ]]; then
-        kernel_modules=$(_kernel_modules_dir "${kernel_dir}" "${release}")
-        local deps
-        deps=$(_resolve_kernel_deps "${modules_dir}" "${kernel_modules}") || {
-            rm -rf "${root}"
-            return 1
-        }
+        kernel_modules=$(_kernel_modules_dir "${kernel_dir}" "${release}") || return 1
+        deps=$(_resolve_kernel_deps "${modules_dir}" "${kernel_modules}") || return 1
         while IFS= read -r dep; do
             [[ -n "${dep}" ]] || continue
-            n=$((n + 1))
             name="${dep##*/}"
             name="${name%%.ko*}"
-            _decompress_module "${dep}" "${root}/lib/modules/deps/${name}.ko" "${busybox}" || {
-                rm -rf "${root}"
-                return 1
-            }
+            _decompress_module "${dep}" "${root}/lib/modules/deps/${name}.ko" "${busybox}" || return 1
             loads+=("dep ${name} /lib/modules/deps/${name}.ko")
         done <<<"${deps}"
     fi
     for name in "${NVIDIA_MODULES[@]}"; do
         [[ -f "${modules_dir}/${name}.ko" ]] || continue
-        cp "${modules_dir}/${name}.ko" "${root}/lib/modules/nvidia/${name}.ko"
+        cp "${modules_dir}/${name}.ko" "${root}/lib/modules/nvidia/${name}.ko" || return 1
         loads+=("nvidia ${name} /lib/modules/nvidia/${name}.ko")
     done
-    _write_init "${root}/init" "${loads[@]}"
-    (cd "${root}" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) | gzip -1 >"${out}"
-    rm -rf "${root}"
+    _write_init "${root}/init" "${loads[@]}" || return 1
+    _pack_cpio "${root}" "${out}"
+}
+
+_pack_cpio() {
+    # newc with root ownership, sorted for a reproducible archive; the kernel unpacks gzip natively.
+    local root="$1" out="$2"
+    if ! (cd "${root}" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) |
+        gzip -1 >"${out}"; then
+        printf 'load-check: packing the initramfs into %s failed\n' "${out}" >&2
+        rm -f "${out}"
+        return 1
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------------
@@ -462,11 +476,15 @@ _prepare_common() {
 cmd_initramfs() {
     _parse_args "$@"
     ((${#POSITIONAL[@]} == 3)) || die "usage: load-check.sh initramfs MODULES_DIR KERNEL_RELEASE OUT_FILE --kernel-dir DIR"
-    local modules_dir="${POSITIONAL[0]}" release="${POSITIONAL[1]}" out="${POSITIONAL[2]}"
+    local modules_dir="${POSITIONAL[0]}" release="${POSITIONAL[1]}" out="${POSITIONAL[2]}" workdir
     [[ -n "${KERNEL_DIR}" ]] || die "initramfs needs --kernel-dir (an extracted linux-image package)"
     _prepare_common "${modules_dir}"
     _check_kernel_dir "${KERNEL_DIR}" "${release}"
-    _build_initramfs "${modules_dir}" "${KERNEL_DIR}" "${release}" "${out}" "${WITH_DEPS}" "${BUSYBOX}" || exit 2
+    workdir=$(mktemp -d)
+    # shellcheck disable=SC2064 # expand now: the trap must remove this run's directory
+    trap "rm -rf '${workdir}'" EXIT
+    _build_initramfs "${workdir}/root" "${modules_dir}" "${KERNEL_DIR}" "${release}" "${out}" "${WITH_DEPS}" \
+        "${BUSYBOX}" || exit 2
 }
 
 cmd_run() {
@@ -500,7 +518,8 @@ cmd_run() {
 
     log "building the initramfs for ${release} (${GUEST_ARCH})"
     started=$(_now)
-    _build_initramfs "${modules_dir}" "${kernel_dir}" "${release}" "${workdir}/initrd.gz" "${WITH_DEPS}" "${BUSYBOX}" || exit 2
+    _build_initramfs "${workdir}/root" "${modules_dir}" "${kernel_dir}" "${release}" "${workdir}/initrd.gz" \
+        "${WITH_DEPS}" "${BUSYBOX}" || exit 2
     timings+=", initramfs $(_elapsed "${started}")s"
     serial="${SERIAL_LOG:-${verdict_file%.*}.serial.log}"
     log "booting ${release} under ${QEMU_BINARY} (TCG, limit ${TIMEOUT_SECONDS}s)"

@@ -186,6 +186,10 @@ def test_without_deps_leaves_the_kernel_modules_out(tree: Tree, tmp_path: Path) 
     assert [kind for kind, _name in _load_lines(entries["init"][3].decode())] == ["nvidia"] * 5
 
 
+def _fake_kms(tree: Tree) -> Path:
+    return tree.kernel / "lib" / "modules" / RELEASE / "kernel" / "drivers" / "gpu" / "fake-kms.ko"
+
+
 def _patch_machine(path: Path, machine: int) -> None:
     data = bytearray(path.read_bytes())
     data[18:20] = machine.to_bytes(2, "little")
@@ -201,6 +205,7 @@ def _patch_machine(path: Path, machine: int) -> None:
             "in-kernel dependency absentmod",
         ),
         (lambda t: _patch_machine(t.modules / "nvidia-uvm.ko", 183), (), "is not an ELF module for amd64"),
+        (lambda t: _fake_kms(t).write_bytes(b"\x7fELF but truncated"), (), "modinfo cannot read"),
         (lambda t: (t.modules / "nvidia.ko").unlink(), (), "no nvidia.ko in"),
         (lambda t: (t.kernel / "boot" / f"vmlinuz-{RELEASE}").unlink(), (), f"no boot/vmlinuz-{RELEASE}"),
         (lambda t: None, ("--arch", "riscv64"), "unsupported --arch 'riscv64'"),
@@ -210,6 +215,7 @@ def _patch_machine(path: Path, machine: int) -> None:
     ids=[
         "dependency-not-in-package",
         "module-for-arm64",
+        "corrupt-kernel-module",
         "no-nvidia-ko",
         "no-vmlinuz",
         "unknown-arch",
