@@ -8,6 +8,7 @@ and a dir of links to the plain tools the installer may use, so a real modprobe 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -80,8 +81,9 @@ class FakeNode:
         self.state = self.root / "state"
         self.log = self.root / "calls.log"
         self.params = self.root / "etc" / "modprobe.conf"
-        for d in (self.host / "opt/nvidia-installer", self.host / "run/nvidia", self.dev, self.proc, self.state,
-                  self.sys / "module/firmware_class/parameters", self.sys / "bus/pci/devices"):  # fmt: skip
+        dirs = (self.host / "opt/nvidia-installer", self.host / "run/nvidia", self.dev, self.proc, self.state,
+                self.sys / "module/firmware_class/parameters", self.sys / "bus/pci/devices")  # fmt: skip
+        for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
         (self.sys / "module/firmware_class/parameters/path").write_text("")
         self.params.parent.mkdir(parents=True)
@@ -115,7 +117,9 @@ class FakeNode:
             real = shutil.which(name)
             assert real, f"{name} is needed by the installer tests"
             spy = self.tools / name
-            spy.write_text(f'#!{shutil.which("bash")}\nprintf "%s %s\\n" {name} "$*" >>"$STUB_LOG"\nexec {real} "$@"\n')
+            spy.write_text(
+                f'#!{shutil.which("bash")}\nprintf "%s %s\\n" {name} "$*" >>"$STUB_LOG"\nexec {real} "$@"\n'
+            )
             spy.chmod(0o755)
 
     def make_userspace(self, driver: str | None = None) -> None:
@@ -146,26 +150,14 @@ class FakeNode:
             shutil.rmtree(self.payload)
         self.payload.mkdir(parents=True)
         manifest = (
-            f"DRIVER_VERSION={ver}\nKERNEL_NAME={kname}\nMODULE_TYPES=\"{' '.join(types)}\"\n"
+            f'DRIVER_VERSION={ver}\nKERNEL_NAME={kname}\nMODULE_TYPES="{" ".join(types)}"\n'
             f"GL_VERSION=1877.17\nARCH=amd64\nKERNEL_FLAVOUR=cloud\nLOAD_CHECK_VERDICT={verdict}\n"
             f"LOAD_CHECK_KERNEL={kname}\nLOAD_CHECK_DETAIL=nvidia.ko: No such device (no GPU in the guest)\n"
         )
         (self.payload / "manifest.env").write_text(manifest)
         for module_type in types:
-            (self.payload / f"modules-{module_type}.tar.zst").write_bytes(self._modules_tarball(ver, module_type))
+            (self.payload / f"modules-{module_type}.tar.zst").write_bytes(modules_tarball(ver, module_type))
         self.write_sums()
-
-    def _modules_tarball(self, ver: str, module_type: str) -> bytes:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for module in MODULES:
-                data = f"version={ver}\ntype={module_type}\nname={module}\n".encode()
-                info = tarfile.TarInfo(f"kernel-{module_type}/{module}.ko")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        zstd = shutil.which("zstd")
-        assert zstd
-        return subprocess.run([zstd, "-q", "-c"], input=buf.getvalue(), capture_output=True, check=True).stdout
 
     def write_sums(self) -> None:
         lines = [
@@ -247,17 +239,28 @@ class FakeNode:
                 f"{name} resolves to {found}, not a stub: refusing to run the installer"
             )
 
-    def run(self, command: str = "install", timeout: float = 15.0, sigterm: bool = True,
-            hang_marker: str | None = None) -> Run:  # fmt: skip
-        """Runs the installer. `install` never ends on success: once the readiness file exists (or
+    def run(
+        self,
+        command: str = "install",
+        timeout: float = 15.0,
+        sigterm: bool = True,
+        hang_marker: str | None = None,
+        await_state: tuple[str, ...] = ("nvidia-persistenced.pid",),
+    ) -> Run:
+        """Runs the installer. `install` never ends on success: once it writes the readiness file (or
         `hang_marker` appears in the state dir), it gets SIGTERM (or SIGKILL for the whole process group
-        when sigterm is False, standing in for a node crash)."""
+        when sigterm is False, standing in for a node crash). `await_state` names files the stubs write
+        into the state dir (daemon pid files) that must exist before the signal is sent, so a daemon
+        stub is up (and has recorded its call) before it is asked to stop."""
+        for old in self.state.glob("*.pid"):
+            old.unlink()
         bash = str(self.tools / "bash")
         proc = subprocess.Popen(
             [bash, str(INSTALLER), command], env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, text=True,
         )  # fmt: skip
         ready_file = self.host / "run/nvidia/validations/driver-ready"
+        stale = _identity(ready_file)
         deadline = time.monotonic() + timeout
         ready = False
         term_seconds: float | None = None
@@ -265,8 +268,11 @@ class FakeNode:
             while proc.poll() is None:
                 assert time.monotonic() < deadline, f"installer still running after {timeout}s"
                 marker = hang_marker and (self.state / hang_marker).exists()
-                if command == "install" and (ready_file.exists() or marker):
-                    ready = ready_file.exists()
+                fresh = _identity(ready_file) not in (None, stale) and all(
+                    (self.state / name).exists() for name in await_state
+                )
+                if command == "install" and (fresh or marker):
+                    ready = fresh
                     if sigterm:
                         start = time.monotonic()
                         proc.send_signal(signal.SIGTERM)
@@ -309,19 +315,44 @@ class FakeNode:
                     snap[rel] = ("file", path.read_bytes().hex())
         return snap
 
-    @property
-    def key(self) -> str:
-        return f"{self.driver}-{self.kernel}"
-
     def tree(self, module_type: str, driver: str | None = None) -> Path:
-        return self.host / "opt/nvidia-installer/cache" / f"{driver or self.driver}-{self.kernel}-{module_type}"
+        """The host cache entry for this node's kernel, a driver and a module type (pod view)."""
+        return (
+            self.host / "opt/nvidia-installer/cache" / f"{driver or self.driver}-{self.kernel}-{module_type}"
+        )
 
     def ready_values(self) -> dict[str, str]:
+        """The readiness file's KEY=VALUE lines."""
         text = (self.host / "run/nvidia/validations/driver-ready").read_text()
         return dict(line.split("=", 1) for line in text.splitlines())
 
     def daemon_pid(self, name: str) -> int:
+        """The pid a daemon stub recorded once it was up."""
         return int((self.state / f"{name}.pid").read_text())
+
+
+@functools.cache
+def modules_tarball(ver: str, module_type: str) -> bytes:
+    """A real zstd-compressed tarball of text stand-ins for the .ko files (the stub modprobe reads them)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for module in MODULES:
+            data = f"version={ver}\ntype={module_type}\nname={module}\n".encode()
+            info = tarfile.TarInfo(f"kernel-{module_type}/{module}.ko")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    zstd = shutil.which("zstd")
+    assert zstd
+    return subprocess.run([zstd, "-q", "-c"], input=buf.getvalue(), capture_output=True, check=True).stdout
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """inode and mtime of a file, None when it does not exist: a new readiness file differs from the old."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
 
 
 def is_running(pid: int) -> bool:
