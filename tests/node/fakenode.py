@@ -68,6 +68,8 @@ class FakeNode:
     driver: str = DRIVER
     kernel: str = KERNEL
     env_extra: dict[str, str] = field(default_factory=dict)
+    # depmod -b only writes below its base dir: the real one may run here, on real modules.
+    real_depmod: bool = False
 
     def __post_init__(self) -> None:
         self.host = self.root / "host"
@@ -107,8 +109,14 @@ class FakeNode:
         self.stubs.mkdir()
         self.tools.mkdir()
         for src in STUBS.iterdir():
+            if src.name == "depmod" and self.real_depmod:
+                continue
             if src.name in HOST_TOOLS or src.name.startswith("_"):
                 (self.stubs / src.name).symlink_to(src)
+        if self.real_depmod:
+            real = shutil.which("depmod", path="/usr/sbin:/sbin")
+            assert real, "kmod's depmod is needed"
+            (self.tools / "depmod").symlink_to(real)
         for name in ALLOWED_TOOLS:
             real = shutil.which(name)
             assert real, f"{name} is needed by the installer tests"
@@ -143,7 +151,8 @@ class FakeNode:
         (self.userspace / "vulkan/icd.d/nvidia_icd.json").write_text('{"ICD": {}}\n')
 
     def make_payload(self, driver: str | None = None, types: tuple[str, ...] = ("open", "proprietary"),
-                     verdict: str = "pass", kernel: str | None = None) -> None:  # fmt: skip
+                     verdict: str = "pass", kernel: str | None = None,
+                     ko_files: dict[str, bytes] | None = None) -> None:  # fmt: skip
         """manifest.env, one real zstd tarball of text 'modules' per type, and SHA256SUMS."""
         ver, kname = driver or self.driver, kernel or self.kernel
         if self.payload.exists():
@@ -156,7 +165,8 @@ class FakeNode:
         )
         (self.payload / "manifest.env").write_text(manifest)
         for module_type in types:
-            (self.payload / f"modules-{module_type}.tar.zst").write_bytes(modules_tarball(ver, module_type))
+            tarball = tar_zstd(ko_files) if ko_files else modules_tarball(ver, module_type)
+            (self.payload / f"modules-{module_type}.tar.zst").write_bytes(tarball)
         self.write_sums()
 
     def write_sums(self) -> None:
@@ -233,6 +243,8 @@ class FakeNode:
         """Every dangerous command must resolve to a stub, on exactly the PATH the installer will use."""
         path = f"{env['USERSPACE_DIR']}/bin:{env['PATH']}"
         for name in STUBBED:
+            if name == "depmod" and self.real_depmod:
+                continue
             found = shutil.which(name, path=path)
             assert found, f"stub {name} missing from PATH: refusing to run the installer"
             assert Path(found).resolve().parent in (STUBS, self.userspace / "bin"), (
@@ -333,12 +345,19 @@ class FakeNode:
 
 @functools.cache
 def modules_tarball(ver: str, module_type: str) -> bytes:
-    """A real zstd-compressed tarball of text stand-ins for the .ko files (the stub modprobe reads them)."""
+    """Text stand-ins for the .ko files (the stub modprobe reads version= and type= from them)."""
+    text = "version={}\ntype={}\nname={}\n"
+    return tar_zstd(
+        {f"kernel-{module_type}/{m}.ko": text.format(ver, module_type, m).encode() for m in MODULES}
+    )
+
+
+def tar_zstd(files: dict[str, bytes]) -> bytes:
+    """A real zstd-compressed tarball of the given files."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for module in MODULES:
-            data = f"version={ver}\ntype={module_type}\nname={module}\n".encode()
-            info = tarfile.TarInfo(f"kernel-{module_type}/{module}.ko")
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     zstd = shutil.which("zstd")
