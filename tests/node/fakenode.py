@@ -44,12 +44,13 @@ MODULES = ("nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm", "nvidia-peerm
 
 @dataclass
 class Run:
-    """The outcome of one installer run: exit code, stderr, whether it got ready, SIGTERM latency."""
+    """The outcome of one installer run: exit code, output, whether it got ready, SIGTERM latency."""
 
     rc: int
     stderr: str
     ready: bool
     term_seconds: float | None = None
+    stdout: str = ""
 
     @property
     def first_error(self) -> str:
@@ -295,12 +296,12 @@ class FakeNode:
                         proc.wait(timeout=10)
                     break
                 time.sleep(0.01)
-            _, stderr = proc.communicate(timeout=10)
+            stdout, stderr = proc.communicate(timeout=10)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        return Run(rc=proc.returncode, stderr=stderr, ready=ready, term_seconds=term_seconds)
+        return Run(rc=proc.returncode, stderr=stderr, ready=ready, term_seconds=term_seconds, stdout=stdout)
 
     # ---- inspecting ----
 

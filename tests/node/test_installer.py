@@ -493,3 +493,15 @@ def test_installer_names_no_command_by_absolute_path() -> None:
     for prefix in ("/sbin/", "/usr/sbin/", "/usr/bin/", "/bin/"):
         offenders = [line for line in text.splitlines() if prefix in line and "#!/usr/bin/env" not in line]
         assert offenders == [], offenders
+
+
+def test_status_reports_image_loaded_driver_and_readiness(node: FakeNode) -> None:
+    before = node.run("status")
+    assert before.rc == 1
+    assert node.run().rc == 0
+    assert "ready:    no" in before.stdout
+    status = node.run("status")
+    assert status.rc == 0
+    assert f"loaded:   {DRIVER}" in status.stdout
+    assert f"driver:   cache/{DRIVER}-{KERNEL}-open" in status.stdout
+    assert "MODULE_TYPE=open" in status.stdout
