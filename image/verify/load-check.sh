@@ -388,6 +388,7 @@ _list_exports() {
 _boot_guest() {
     # $1 kernel image, $2 initrd, $3 serial log, $4 timeout seconds. QEMU's own exit status is not the
     # verdict (a panic with -no-reboot exits 0 too): the serial log is.
+    # Prints QEMU's exit status.
     local kernel="$1" initrd="$2" serial="$3" seconds="$4" rc=0
     # TCG explicitly: KVM aborts or hangs on these build machines although /dev/kvm exists.
     timeout -k 10 "${seconds}" "${QEMU_BINARY}" "${QEMU_MACHINE_ARGS[@]}" -accel tcg -m 2048 -smp 2 \
@@ -400,6 +401,7 @@ _boot_guest() {
     elif ((rc != 0)); then
         warn "${QEMU_BINARY} exited with status ${rc}: $(head -n 1 "${serial}.qemu-stderr")"
     fi
+    printf '%s\n' "${rc}"
 }
 
 _now() {
@@ -491,7 +493,7 @@ cmd_run() {
     _parse_args "$@"
     ((${#POSITIONAL[@]} == 3)) || die "usage: load-check.sh run MODULES_DIR KERNEL_RELEASE VERDICT_FILE [options]"
     local modules_dir="${POSITIONAL[0]}" release="${POSITIONAL[1]}" verdict_file="${POSITIONAL[2]}"
-    local workdir kernel_dir exports serial vermagic verdict_out started timings rc=0
+    local workdir kernel_dir exports serial vermagic verdict_out started timings qemu_exit rc=0
     _prepare_common "${modules_dir}"
     _require_tools "${QEMU_BINARY}" timeout
     [[ -n "${EXPORTS_FILE}" ]] || _require_tools nm
@@ -524,13 +526,14 @@ cmd_run() {
     serial="${SERIAL_LOG:-${verdict_file%.*}.serial.log}"
     log "booting ${release} under ${QEMU_BINARY} (TCG, limit ${TIMEOUT_SECONDS}s)"
     started=$(_now)
-    _boot_guest "${kernel_dir}/boot/vmlinuz-${release}" "${workdir}/initrd.gz" "${serial}" "${TIMEOUT_SECONDS}"
+    qemu_exit=$(_boot_guest "${kernel_dir}/boot/vmlinuz-${release}" "${workdir}/initrd.gz" "${serial}" \
+        "${TIMEOUT_SECONDS}")
     timings+=", boot $(_elapsed "${started}")s"
     rm -f "${serial}.qemu-stderr"
 
     started=$(_now)
     verdict_out=$("${VERDICT_PROGRAM}" --log "${serial}" --exports "${exports}" --release "${release}" \
-        --vermagic "${vermagic}") || rc=$?
+        --vermagic "${vermagic}" --qemu-exit "${qemu_exit}") || rc=$?
     ((rc <= 1)) || die "verdict program failed (status ${rc})"
     timings+=", verdict $(_elapsed "${started}")s"
     log "timings: ${timings}"

@@ -2,10 +2,12 @@
 # verdict.sh: decide from a load-check serial log whether NVIDIA modules load into their kernel.
 #
 # Usage: verdict.sh --log SERIAL_LOG --exports EXPORTS_FILE --release KERNEL_RELEASE [--vermagic STRING]
+#                   [--qemu-exit STATUS]
 #   SERIAL_LOG      the guest's serial console, as load-check.sh recorded it (CR LF or LF)
 #   EXPORTS_FILE    symbols the NVIDIA modules of this set export, one a line (nm: __ksymtab_<name>)
 #   KERNEL_RELEASE  the kernel the modules were built for; the guest must have booted exactly this one
 #   --vermagic      the modules' vermagic (modinfo -F vermagic nvidia.ko); its first word must be the release
+#   --qemu-exit     QEMU's exit status under `timeout` (124 or 137: stopped at the time limit)
 # Prints LOAD_CHECK_VERDICT=pass|fail, LOAD_CHECK_KERNEL=<release>, LOAD_CHECK_DETAIL=<category>: <one line>
 # on stdout. Exit 0 pass, 1 fail, 2 bad usage.
 #
@@ -241,12 +243,17 @@ _judge_nvidia_other() {
 
 _judge_run() {
     # Whole-run checks, strongest evidence first.
-    if ((ANY_OUTPUT == 0)); then
-        printf 'no-output: the guest printed nothing on the serial console: the kernel did not start (wrong kernel image or console for this architecture?)\n'
-        return 1
-    fi
     if [[ -n "${PANIC_LINE}" ]]; then
         printf 'panic: the guest kernel panicked (%s)\n' "${PANIC_LINE#\[*\] }"
+        return 1
+    fi
+    if ((SAW_END == 0)) && [[ "${QEMU_EXIT}" == 124 || "${QEMU_EXIT}" == 137 ]]; then
+        printf 'timeout: QEMU was stopped at the time limit before the end marker%s (last line: %s)\n' \
+            "${CURRENT:+ while loading ${CURRENT}}" "${LAST_LINE:-none}"
+        return 1
+    fi
+    if ((ANY_OUTPUT == 0)); then
+        printf 'no-output: the guest printed nothing on the serial console: the kernel did not start (wrong kernel image or console for this architecture?)\n'
         return 1
     fi
     if [[ -z "${BEGIN_KERNEL}" ]]; then
@@ -334,6 +341,7 @@ _parse_args() {
     EXPORTS_FILE=""
     RELEASE=""
     VERMAGIC=""
+    QEMU_EXIT=""
     while (($# > 0)); do
         (($# >= 2)) || die "$1 needs a value"
         case "$1" in
@@ -341,12 +349,13 @@ _parse_args() {
             --exports) EXPORTS_FILE="$2" ;;
             --release) RELEASE="$2" ;;
             --vermagic) VERMAGIC="$2" ;;
-            *) die "unknown option '$1': usage: verdict.sh --log FILE --exports FILE --release REL [--vermagic STR]" ;;
+            --qemu-exit) QEMU_EXIT="$2" ;;
+            *) die "unknown option '$1': usage: verdict.sh --log FILE --exports FILE --release REL [--vermagic STR] [--qemu-exit N]" ;;
         esac
         shift 2
     done
     [[ -n "${LOG_FILE}" && -n "${EXPORTS_FILE}" && -n "${RELEASE}" ]] ||
-        die "usage: verdict.sh --log FILE --exports FILE --release REL [--vermagic STR]"
+        die "usage: verdict.sh --log FILE --exports FILE --release REL [--vermagic STR] [--qemu-exit N]"
     [[ -f "${LOG_FILE}" ]] || die "serial log '${LOG_FILE}' does not exist"
     [[ -f "${EXPORTS_FILE}" ]] || die "exports file '${EXPORTS_FILE}' does not exist"
 }

@@ -109,3 +109,15 @@ def test_negative_controls_fail_with_their_own_message(
     assert case.evidence in failures[0]
     assert values["LOAD_CHECK_VERDICT"] == "fail"
     assert values["LOAD_CHECK_DETAIL"].startswith(f"{case.category}: ")
+
+
+def test_time_limit_stops_the_guest_with_a_timeout_verdict(
+    compiled_modules: CompiledModules, kernel_cache: Path, tmp_path: Path
+) -> None:
+    """A 3 s limit ends the boot long before /init (6-20 s under TCG): one timeout line, no hang."""
+    modules = compiled_modules(K61, "open")
+    result, values, _log = _load_check(modules, K61, tmp_path, kernel_cache, "--timeout", "3")
+    assert result.returncode == 1, result.stderr
+    failures = [line for line in result.stderr.splitlines() if line.startswith("load-check: FAIL")]
+    assert len(failures) == 1, result.stderr
+    assert values["LOAD_CHECK_DETAIL"].startswith("timeout: QEMU was stopped at the time limit")

@@ -239,6 +239,29 @@ def test_derived_failures(tmp_path: Path, edit: Callable[[str], str], category: 
     _assert_one_line_detail(verdict, R50)
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda _text: "",
+        _cut_before("LOAD_CHECK BEGIN"),
+        _cut_after("LOAD_CHECK LOAD kind=nvidia name=nvidia-drm"),
+    ],
+    ids=["nothing-yet", "before-init", "while-loading"],
+)
+def test_qemu_stopped_at_the_time_limit_is_a_timeout(tmp_path: Path, edit: Callable[[str], str]) -> None:
+    """`timeout` killed QEMU (124): however far the guest got, the message says it ran out of time."""
+    log = _derived(tmp_path, PASS_OPEN, edit)
+    verdict = run_verdict(log, OPEN_EXPORTS, R50, VERMAGIC_50, qemu_exit=124)
+    assert verdict.returncode == 1
+    assert verdict.category == "timeout"
+    assert "QEMU was stopped at the time limit" in verdict.values["LOAD_CHECK_DETAIL"]
+
+
+def test_time_limit_after_the_end_marker_does_not_matter() -> None:
+    """A guest that printed END but was slow to power off still has a complete, judged log."""
+    assert run_verdict(PASS_OPEN, OPEN_EXPORTS, R50, VERMAGIC_50, qemu_exit=124).returncode == 0
+
+
 def test_plain_line_ends_pass_the_same(tmp_path: Path) -> None:
     """The verdict must not depend on the console's CR LF or the escape sequences."""
     clean = _derived(

@@ -37,10 +37,14 @@ def parse_env(text: str) -> dict[str, str]:
     return values
 
 
-def run_verdict(log: Path, exports: Path, release: str, vermagic: str | None = None) -> Verdict:
+def run_verdict(
+    log: Path, exports: Path, release: str, vermagic: str | None = None, qemu_exit: int | None = None
+) -> Verdict:
     """Runs image/verify/verdict.sh on one serial log."""
     args = [str(VERDICT), "--log", str(log), "--exports", str(exports), "--release", release]
     if vermagic is not None:
         args += ["--vermagic", vermagic]
+    if qemu_exit is not None:
+        args += ["--qemu-exit", str(qemu_exit)]
     result = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
     return Verdict(result.returncode, parse_env(result.stdout), result.stderr)
