@@ -187,7 +187,7 @@ _judge_dependency() {
 }
 
 _judge_nvidia_core() {
-    local status="${STATUS[nvidia]:-}"
+    local status="${STATUS[nvidia]:-}" symbol
     case "${status}" in
         0) return 0 ;;
         "${ENODEV}")
@@ -197,8 +197,14 @@ _judge_nvidia_core() {
             ;;
         "${ENOEXEC}") _judge_format nvidia ;;
         "${ENOENT}")
-            printf 'missing-dependency: nvidia.ko needs symbol %s that the booted kernel does not provide: an in-kernel dependency (modinfo -F depends) was not loaded\n' \
-                "$(_unknown_symbols nvidia | head -n 1)"
+            symbol=$(_unknown_symbols nvidia | head -n 1)
+            if [[ -n "${symbol}" ]]; then
+                printf 'missing-dependency: nvidia.ko needs symbol %s that the booted kernel does not provide: an in-kernel dependency (modinfo -F depends) was not loaded\n' \
+                    "${symbol}"
+            else
+                printf 'unexpected: nvidia.ko failed with status %s without naming an unknown symbol (%s)\n' \
+                    "${status}" "$(_first_message nvidia)"
+            fi
             ;;
         *)
             printf 'unexpected: nvidia.ko insmod status %s (%s)\n' "${status}" "$(_first_message nvidia)"
