@@ -110,11 +110,16 @@ def unpack_report(modules: Path, lines: list[str]) -> None:
         lines.append(f"\nUncompressed, stripped open modules for {KERNELS['metal']}: {mib(len(tar_bytes))}.")
 
 
-def compile_report(tree: Path, lines: list[str]) -> None:
+def compile_report(tree: Path, modules: Path, lines: list[str]) -> None:
+    """Wall time of one compile: the one the test cache recorded, else a fresh one."""
+    what = f"open modules {PINS['NVIDIA_VERSION']} for {KERNELS['metal']} (make -j2)"
+    recorded = modules / "compile.seconds"
+    if recorded.is_file():
+        lines.append(f"- one compile, {what}: {recorded.read_text().strip()} s (the test cache's build)")
+        return
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         seconds = timed(lambda: run_compile(tree, Path(tmp) / "out", KERNELS["metal"], "open"))
-    what = f"open modules {PINS['NVIDIA_VERSION']} for {KERNELS['metal']}"
-    lines.append(f"- one compile, {what} (make -j2): {seconds:.0f} s")
+    lines.append(f"- one compile, {what}: {seconds:.0f} s")
 
 
 def load_check_report(base: str, modules: Path, lines: list[str]) -> None:
@@ -198,7 +203,7 @@ def main() -> None:
     lines += ["", "## Payload unpack"]
     unpack_report(modules, lines)
     lines += ["", "## Compile and load check", ""]
-    compile_report(tree, lines)
+    compile_report(tree, modules, lines)
     load_check_report(base, modules, lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,8 +140,9 @@ def compiled_modules(debian_driver_tree: Path) -> CompiledModules:
 
     Returns a directory holding the stripped `.ko` files of one module type (`open` or
     `proprietary`) built for `kernel_release` (e.g. `6.1.0-50-cloud-amd64`), plus `build.env`
-    (DRIVER_VERSION, KERNEL_NAME, MODULE_TYPES, KERNEL_FLAVOUR, ARCH, HEADERS_DIR) and
-    `logs/<type>.log`. Compiled once per cache key; fails the test with the build's own report.
+    (DRIVER_VERSION, KERNEL_NAME, MODULE_TYPES, KERNEL_FLAVOUR, ARCH, HEADERS_DIR),
+    `logs/<type>.log` and `compile.seconds`. Compiled once per cache key; fails the test with the
+    build's own report.
     """
     return modules_factory(debian_driver_tree)
 
@@ -164,11 +166,15 @@ def modules_factory(debian_driver_tree: Path) -> CompiledModules:
 def _compile_into(entry: Path, driver_tree: Path, kernel_release: str, module_type: str) -> None:
     staging = entry.with_name(entry.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
+    started = time.monotonic()
     result = run_compile(driver_tree, staging, kernel_release, module_type)
+    seconds = time.monotonic() - started
     if result.returncode != 0:
         pytest.fail(f"compiling {module_type} modules for {kernel_release} failed:\n{result.stderr}")
     shutil.copy2(staging / "build.env", staging / module_type / "build.env")
     shutil.copytree(staging / "logs", staging / module_type / "logs")
+    # Wall time of the build, for the benchmark's report (bench/image_bench.py).
+    (staging / module_type / "compile.seconds").write_text(f"{seconds:.0f}\n")
     (staging / ".complete").touch()
     shutil.rmtree(entry, ignore_errors=True)
     staging.rename(entry)
