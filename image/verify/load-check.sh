@@ -320,6 +320,8 @@ load() {
     say "STATUS kind=$1 name=$2 status=$rc"
 }
 dmesg -c >/dev/null
+# SeaBIOS's last line can lack its line end on the shared serial console: start the markers afresh.
+echo
 say "BEGIN kernel=$(uname -r) machine=$(uname -m)"
 HEAD
         for line in "$@"; do

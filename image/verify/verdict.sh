@@ -95,6 +95,10 @@ _read_log() {
             _record_marker "${line}"
             continue
         fi
+        # A marker glued to other console output cannot be trusted to mean what it says.
+        if [[ -z "${MALFORMED}" && "${line}" == *'LOAD_CHECK '* ]]; then
+            MALFORMED="${line}"
+        fi
         if [[ -z "${PANIC_LINE}" && "${line}" == *'Kernel panic - not syncing'* ]]; then
             PANIC_LINE="${line}"
         fi
@@ -260,6 +264,11 @@ _judge_run() {
     fi
     if ((ANY_OUTPUT == 0)); then
         printf 'no-output: the guest printed nothing on the serial console: the kernel did not start (wrong kernel image or console for this architecture?)\n'
+        return 1
+    fi
+    if [[ -z "${BEGIN_KERNEL}" && -n "${MALFORMED}" ]]; then
+        printf 'unexpected: a load-check marker is not at the start of its line (console output interleaved: %s)\n' \
+            "${MALFORMED}"
         return 1
     fi
     if [[ -z "${BEGIN_KERNEL}" ]]; then
