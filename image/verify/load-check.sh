@@ -501,7 +501,7 @@ cmd_run() {
     [[ -n "${EXPORTS_FILE}" ]] || _require_tools nm
     [[ -n "${KERNEL_DIR}" ]] || _require_tools apt-get dpkg-deb
     [[ -x "${VERDICT_PROGRAM}" ]] || die "verdict program ${VERDICT_PROGRAM} missing or not executable"
-    mkdir -p "$(dirname "${verdict_file}")"
+    mkdir -p "$(dirname "${verdict_file}")" || die "cannot create the directory of ${verdict_file}"
     workdir=$(mktemp -d)
     # shellcheck disable=SC2064 # expand now: the trap must remove this run's directory
     trap "rm -rf '${workdir}'" EXIT
@@ -516,9 +516,11 @@ cmd_run() {
     _check_kernel_dir "${kernel_dir}" "${release}"
 
     exports="${EXPORTS_FILE:-${workdir}/exports}"
-    [[ -n "${EXPORTS_FILE}" ]] || _list_exports "${modules_dir}" >"${exports}"
+    if [[ -z "${EXPORTS_FILE}" ]]; then
+        _list_exports "${modules_dir}" >"${exports}" || die "nm cannot list the symbols of ${modules_dir}/nvidia*.ko"
+    fi
     [[ -f "${exports}" ]] || die "exports file '${exports}' does not exist"
-    vermagic=$(modinfo -F vermagic "${modules_dir}/nvidia.ko")
+    vermagic=$(modinfo -F vermagic "${modules_dir}/nvidia.ko") || die "modinfo cannot read ${modules_dir}/nvidia.ko"
 
     log "building the initramfs for ${release} (${GUEST_ARCH})"
     started=$(_now)
@@ -539,7 +541,7 @@ cmd_run() {
     ((rc <= 1)) || die "verdict program failed (status ${rc})"
     timings+=", verdict $(_elapsed "${started}")s"
     log "timings: ${timings}"
-    _write_verdict_file "${verdict_out}" "${verdict_file}"
+    _write_verdict_file "${verdict_out}" "${verdict_file}" || die "cannot write ${verdict_file}"
     if ((rc != 0)); then
         printf 'load-check: FAIL %s: %s\n' "${release}" "$(_detail_of "${verdict_out}")" >&2
         exit 1
