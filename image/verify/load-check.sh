@@ -24,7 +24,8 @@
 #       only build the initramfs (gzip'd newc cpio), for inspection and tests
 #
 # Exit status: 0 pass; 1 the modules did not load as expected (one line on stderr, verdict file written);
-# 2 bad usage or a missing input/tool (one line on stderr, nothing booted).
+# 2 bad usage, a missing input or tool, or a step that could not run (kernel download, nm, modinfo):
+# one line on stderr, no verdict file.
 # Needs: bash, coreutils, qemu-system-<arch>, busybox-static, cpio, gzip, kmod (modinfo), xz-utils or
 # busybox's xzcat for .ko.xz, binutils (nm) unless --exports is given, apt-get + dpkg-deb to fetch a kernel.
 set -euo pipefail
