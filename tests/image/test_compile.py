@@ -67,11 +67,9 @@ def test_modules_are_built_for_the_headers_kernel_and_stripped(
         assert vermagic.split()[0] == release, f"{name}.ko vermagic {vermagic!r} is not for {release}"
         assert modinfo("version", ko) == VERSION or name != "nvidia"
         sections = section_names(ko)
-        assert ".debug_info" not in sections, f"{name}.ko still has debug info"
+        debug = sorted(section for section in sections if section.startswith(".debug"))
+        assert debug == [], f"{name}.ko still has debug sections {debug}"
         assert ".modinfo" in sections  # stripping debug info must keep what the loader needs
-    nvidia_size = (modules / "nvidia.ko").stat().st_size
-    # Unstripped nvidia.ko is about 185 MB (lab.md); stripped it is a few tens of MB at most.
-    assert nvidia_size < 60 * 1024 * 1024, nvidia_size
 
 
 def test_the_cloud_flavour_differs_from_the_default_one(compiled_modules: CompiledModules) -> None:
