@@ -59,7 +59,11 @@ def layer_report(base: str, registry: str, lines: list[str]) -> None:
             build_image(base, flavour, tag)
             seconds = time.monotonic() - started
             pushed[flavour] = push_image(tag, registry, f"bench-{flavour}", Path(tmp))
-            lines.append(f"- build of the {flavour} image ({KERNELS[flavour]}): {seconds:.0f} s")
+            lines.append(
+                f"- build of the {flavour} image ({KERNELS[flavour]}): {seconds:.0f} s "
+                "(podman's layer cache is warm when the slow tests ran before; a cold build adds a compile, "
+                "the load check and the user-space assembly)"
+            )
     names = ["runtime root", "user space", "installer", "payload (modules)"]
     lines += ["", "| layer | metal image | cloud image | shared |", "|---|---|---|---|"]
     first, second = pushed["metal"].layers, pushed["cloud"].layers
