@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -410,3 +414,71 @@ def test_userspace_without_firmware_fails(tmp_path: Path) -> None:
     result = run("assemble-userspace.sh", str(tree), str(tmp_path / "out"), env={"DRIVER_VERSION": "1.0"})
     assert result.returncode != 0
     assert "has no firmware/gsp_*.bin" in result.stderr
+
+
+# ---- download: mirror fallback, verification, extraction (a local HTTP server stands in for NVIDIA) ----
+
+FAKE_RUN = """#!/bin/sh
+# Stands in for NVIDIA's makeself installer: `-x` extracts into ./NVIDIA-Linux-x86_64-<ver>/.
+[ "$1" = "-x" ] || exit 3
+mkdir -p NVIDIA-Linux-x86_64-{ver}/kernel-open NVIDIA-Linux-x86_64-{ver}/firmware
+echo 'ccflags-y += -DNV_VERSION_STRING=\\"{ver}\\"' > NVIDIA-Linux-x86_64-{ver}/kernel-open/Kbuild
+"""
+
+
+@pytest.fixture
+def mirrors(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Two base URLs: the first answers 404 for everything, the second serves tmp_path/served."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield f"{base}/missing {base}/tesla", served
+    finally:
+        server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files without logging every request to stderr."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def _serve_run(served: Path, version: str, body: str) -> str:
+    target = served / "tesla" / version / f"NVIDIA-Linux-x86_64-{version}.run"
+    target.parent.mkdir(parents=True)
+    target.write_text(body)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def test_fetch_falls_back_to_the_second_mirror_verifies_and_extracts(
+    mirrors: tuple[str, Path], tmp_path: Path
+) -> None:
+    urls, served = mirrors
+    digest = _serve_run(served, "580.1.2", FAKE_RUN.format(ver="580.1.2"))
+    sums = tmp_path / "sums"
+    sums.write_text(f"{digest}  NVIDIA-Linux-x86_64-580.1.2.run\n")
+    env = {"CHECKSUM_FILE": str(sums), "DRIVER_VERSION": "580.1.2", "ARCH": "amd64", "NVIDIA_MIRRORS": urls}
+    result = run("fetch-driver.sh", "fetch", str(tmp_path / "driver"), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "download from http://127.0.0.1" in result.stderr and "/missing failed" in result.stderr
+    assert "checksum ok: NVIDIA-Linux-x86_64-580.1.2.run" in result.stderr
+    kbuild = (tmp_path / "driver" / "kernel-open" / "Kbuild").read_text()
+    assert 'NV_VERSION_STRING=\\"580.1.2\\"' in kbuild
+
+
+def test_fetch_refuses_a_download_that_does_not_match(mirrors: tuple[str, Path], tmp_path: Path) -> None:
+    urls, served = mirrors
+    _serve_run(served, "580.1.2", FAKE_RUN.format(ver="580.1.2") + "# tampered\n")
+    sums = tmp_path / "sums"
+    sums.write_text(f"{'ab' * 32}  NVIDIA-Linux-x86_64-580.1.2.run\n")
+    env = {"CHECKSUM_FILE": str(sums), "DRIVER_VERSION": "580.1.2", "ARCH": "amd64", "NVIDIA_MIRRORS": urls}
+    result = run("fetch-driver.sh", "fetch", str(tmp_path / "driver"), env=env)
+    assert result.returncode != 0
+    assert f"checksum mismatch for NVIDIA-Linux-x86_64-580.1.2.run: expected {'ab' * 32}" in result.stderr
+    assert not (tmp_path / "driver").exists()
