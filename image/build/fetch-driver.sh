@@ -17,6 +17,7 @@ source "${HERE}/lib.sh"
 
 readonly CHECKSUM_FILE="${CHECKSUM_FILE:-${HERE}/../checksums/nvidia-driver.sha256}"
 # Datacenter ("tesla") driver downloads; uk. serves the same files when us. is unreachable.
+WORK=""
 readonly NVIDIA_MIRRORS="${NVIDIA_MIRRORS:-https://us.download.nvidia.com/tesla https://uk.download.nvidia.com/tesla}"
 
 # Prints the expected checksum of a file name, or fails when the checksum file has no line for it.
@@ -71,19 +72,20 @@ _download() {
 
 cmd_fetch() {
     local output="${1:?usage: fetch-driver.sh fetch OUTPUT_DIR}"
-    local version="${DRIVER_VERSION:?DRIVER_VERSION must be set}" arch name work
+    local version="${DRIVER_VERSION:?DRIVER_VERSION must be set}" arch name
     arch=$(nvidia_arch "${ARCH:?ARCH must be set}") || die "ARCH='${ARCH}' is not one of: amd64 arm64"
     name="NVIDIA-Linux-${arch}-${version}.run"
     # Refuse an unknown version before spending time on a download.
     _require_known "${name}" >/dev/null
-    work=$(mktemp -d)
-    _download "${name}" "${version}" "${work}/${name}"
-    _verify_file "${work}/${name}"
+    WORK=$(mktemp -d)
+    # A failed download or a mismatch leaves nothing behind (the installer is hundreds of MB).
+    trap 'rm -rf "${WORK}"' EXIT
+    _download "${name}" "${version}" "${WORK}/${name}"
+    _verify_file "${WORK}/${name}"
     log "extracting ${name}"
-    (cd "${work}" && sh "./${name}" -x >/dev/null)
+    (cd "${WORK}" && sh "./${name}" -x >/dev/null)
     rm -rf "${output}"
-    mv "${work}/${name%.run}" "${output}"
-    rm -rf "${work}"
+    mv "${WORK}/${name%.run}" "${output}"
 }
 
 main() {
