@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import cache_root, cached_driver_tree, modules_factory, run_compile
+from tests.containers import PODMAN_RUN
 from tests.image.conftest import build_image, make_standin_base, push_image, running_registry
 from tests.pins import PINS
 
@@ -137,15 +138,7 @@ def load_check_report(base: str, modules: Path, lines: list[str]) -> None:
     tools = timed(
         lambda: sh(
             [
-                "podman",
-                "run",
-                "--rm",
-                "--runtime",
-                "runc",
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=4096:4096",
+                *PODMAN_RUN,
                 base,
                 "bash",
                 "-c",

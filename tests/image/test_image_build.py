@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.containers import PODMAN_RUN
 from tests.image.conftest import Pushed, build_image, push_image, run_ok
 from tests.pins import PINS
 
@@ -104,15 +105,7 @@ def test_final_image_is_minimal_and_complete(images: dict[str, Pushed], tmp_path
 def test_image_records_kernel_and_load_check_verdict(images: dict[str, Pushed], tmp_path: Path) -> None:
     manifest = run_ok(
         [
-            "podman",
-            "run",
-            "--rm",
-            "--runtime",
-            "runc",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=4096:4096",
+            *PODMAN_RUN,
             "--entrypoint",
             "/bin/bash",
             "localhost/nvidia-installer-test:cloud",

@@ -1,7 +1,7 @@
 """Benchmark of the load check's cost: tool install, kernel fetch, initramfs, boot, verdict.
 
 Usage (root, Debian 12, modules already built and stripped):
-    python -m tests.verify.bench_load_check --modules DIR --release 6.1.0-50-amd64 [--runs 3]
+    python -m bench.load_check_bench --modules DIR --release 6.1.0-50-amd64 [--runs 3]
         [--base-image localhost/some-debian:tag]   # also time the tool install in a fresh container
 
 Each run fetches the kernel package afresh (a new cache dir), so "fetch" is `apt-get download` plus
@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.containers import PODMAN_RUN
 from tests.verify.verdict_run import LOAD_CHECK
 
 PHASES = ("fetch", "initramfs", "boot", "verdict")
@@ -65,15 +66,7 @@ def _tool_install(base_image: str) -> float:
     started = time.monotonic()
     subprocess.run(
         [
-            "podman",
-            "run",
-            "--rm",
-            "--runtime",
-            "runc",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=4096:4096",
+            *PODMAN_RUN,
             base_image,
             "sh",
             "-c",
