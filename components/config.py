@@ -346,6 +346,14 @@ class StackConfig(_Model):
                 f"{render!r} is set together with a context or kubeconfig",
                 "either renderDirectory (write manifests) or context/kubeconfig (apply to a cluster)",
             )
+        if render is not None and self.registry_password is not None:
+            # The provider's render mode writes Secrets to disk in plain text (pulumi.md).
+            raise ConfigRuleError(
+                ["cluster", "renderDirectory"],
+                f"{render!r} is set together with registryPassword: render mode would write the pull "
+                "Secret to disk in plain text",
+                "renderDirectory without registry credentials, or a context/kubeconfig to apply to",
+            )
         if render is None and self.cluster.context is None and self.kubeconfig is None:
             raise ConfigRuleError(
                 ["cluster"],

@@ -310,6 +310,13 @@ CASES: list[Any] = [
         id="bad-device-plugin-image",
     ),
     pytest.param(_drop("targets"), "targets", "missing", "non-empty list of targets", id="no-targets"),
+    pytest.param(
+        _set("cluster", {"renderDirectory": "out/manifests"}),
+        "cluster.renderDirectory",
+        "'out/manifests'",
+        "without registry credentials",
+        id="render-mode-with-credentials",
+    ),
 ]
 
 
