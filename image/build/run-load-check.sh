@@ -68,8 +68,10 @@ main() {
     for type in ${types}; do
         log "load check: ${type} modules on kernel ${kernel}"
         # load-check.sh prints its one-line reason and exits non-zero on failure: the build stops here.
+        # One kernel download for both module types (auto); kept outside MODULES_DIR, which later
+        # stages copy.
         "${LOAD_CHECK_SCRIPT}" run "${modules}/${type}" "${kernel}" "${modules}/verdict-${type}.env" \
-            --arch "${arch}"
+            --arch "${arch}" --kernel-cache /var/tmp/load-check-kernels
         details+="${details:+; }${type}: $(_read_value "${modules}/verdict-${type}.env" LOAD_CHECK_DETAIL)"
     done
     _write_verdict "${modules}/verdict.env" pass "${kernel}" "${details}"
