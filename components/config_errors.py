@@ -134,11 +134,6 @@ def _one(root: type[BaseModel], error: Any) -> str:
     return f"{path}: {show(value)} is invalid ({detail}); expected {_expected(root, loc)}"
 
 
-def problems_from(root: type[BaseModel], exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[str]:
+def problems_from(root: type[BaseModel], exc: ValidationError) -> list[str]:
     """One message per pydantic error, rooted at `root`, without pydantic's URLs."""
-    messages = []
-    for error in exc.errors(include_url=False):
-        shifted = dict(error)
-        shifted["loc"] = (*prefix, *error["loc"])
-        messages.append(_one(root, shifted))
-    return messages
+    return [_one(root, error) for error in exc.errors(include_url=False)]

@@ -36,9 +36,9 @@ class DevicePlugin(pulumi.ComponentResource):
         sharing = args.settings.time_sharing
         if sharing is not None:
             data = {specs.GPU_CONFIG_FILE: specs.gpu_config_json(sharing.max_shared_clients_per_gpu)}
-            self.config_map_name = specs.content_name(specs.DEVICE_PLUGIN_NAME, data)
             object_labels = specs.labels(specs.DEVICE_PLUGIN_NAME, specs.DEVICE_PLUGIN_NAME, "device-plugin")
-            cm_spec = specs.config_map(self.config_map_name, args.namespace, object_labels, data)
+            cm_spec = specs.config_map(specs.DEVICE_PLUGIN_NAME, args.namespace, object_labels, data)
+            self.config_map_name = cm_spec["metadata"]["name"]
             depends.append(
                 k8s.core.v1.ConfigMap(
                     f"{name}-config",

@@ -69,9 +69,9 @@ def _module_parameters(config: StackConfig, opts: pulumi.ResourceOptions) -> pul
     """The modprobe.conf ConfigMap every installer mounts (always present, may be empty); its name
     carries a hash of the content, so a change is a new ConfigMap that new installer pods pick up."""
     data = {specs.MODULE_PARAMETERS_FILE: specs.modprobe_conf(config.module_parameters.by_module())}
-    name = specs.content_name(f"{specs.INSTALLER_NAME}-modprobe", data)
     labels = specs.labels(specs.INSTALLER_NAME, "module-parameters", "driver-installer")
-    spec = specs.config_map(name, config.namespace, labels, data)
+    spec = specs.config_map(f"{specs.INSTALLER_NAME}-modprobe", config.namespace, labels, data)
+    name: str = spec["metadata"]["name"]
     config_map = k8s.core.v1.ConfigMap(
         "module-parameters", metadata=spec["metadata"], data=spec["data"], opts=opts
     )

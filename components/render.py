@@ -88,7 +88,8 @@ def kubernetes_objects(registrations: Sequence[Registration]) -> list[dict[str, 
     objects = [
         _object(r)
         for r in registrations
-        if r.custom and r.typ.startswith("kubernetes:") and not r.typ.startswith("pulumi:providers:")
+        # Providers register as `pulumi:providers:kubernetes`, so this keeps objects only.
+        if r.custom and r.typ.startswith("kubernetes:")
     ]
     return sorted(
         objects,

@@ -105,13 +105,13 @@ def dockerconfigjson(server: str, username: str, password: str) -> str:
 
 
 def config_map(
-    name: str, namespace: str, object_labels: Mapping[str, str], data: Mapping[str, str]
+    base: str, namespace: str, object_labels: Mapping[str, str], data: Mapping[str, str]
 ) -> dict[str, Any]:
-    """A ConfigMap."""
+    """A ConfigMap named `content_name(base, data)`: new content, new name, so mounting pods see it."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(object_labels)},
+        "metadata": {"name": content_name(base, data), "namespace": namespace, "labels": dict(object_labels)},
         "data": dict(data),
     }
 
