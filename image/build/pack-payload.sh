@@ -15,14 +15,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 readonly GL="${GL_VERSION:?GL_VERSION must be set}"
 
-# build.env and verdict.env are data: read KEY=VALUE lines, never source them.
-_read_value() {
-    local file="$1" key="$2" value
-    value=$(sed -n "s/^${key}=//p" "${file}" | tail -n 1)
-    value="${value#\"}"
-    printf '%s\n' "${value%\"}"
-}
-
 # kmodbuild guarantees no compressor beyond what build-essential pulls in (domain.md): bring zstd.
 _ensure_zstd() {
     command -v zstd >/dev/null && return 0
@@ -55,7 +47,7 @@ main() {
 
     _ensure_zstd
     local types type
-    types=$(_read_value "${build_env}" MODULE_TYPES)
+    types=$(env_value "${build_env}" MODULE_TYPES)
     mkdir -p "${payload}"
     for type in ${types}; do
         [[ -f "${modules}/${type}/nvidia.ko" ]] || die "${modules}/${type}/nvidia.ko is missing"
@@ -64,18 +56,18 @@ main() {
     {
         local key
         for key in DRIVER_VERSION KERNEL_NAME MODULE_TYPES; do
-            _write_entry "${key}" "$(_read_value "${build_env}" "${key}")"
+            _write_entry "${key}" "$(env_value "${build_env}" "${key}")"
         done
         _write_entry GL_VERSION "${GL}"
         for key in ARCH KERNEL_FLAVOUR; do
-            _write_entry "${key}" "$(_read_value "${build_env}" "${key}")"
+            _write_entry "${key}" "$(env_value "${build_env}" "${key}")"
         done
         for key in LOAD_CHECK_VERDICT LOAD_CHECK_KERNEL LOAD_CHECK_DETAIL; do
-            _write_entry "${key}" "$(_read_value "${verdict_env}" "${key}")"
+            _write_entry "${key}" "$(env_value "${verdict_env}" "${key}")"
         done
     } >"${payload}/manifest.env"
     (cd "${payload}" && sha256sum -- manifest.env modules-*.tar.zst >SHA256SUMS)
-    log "payload for $(_read_value "${build_env}" KERNEL_NAME): $(du -sh "${payload}" | cut -f1)"
+    log "payload for $(env_value "${build_env}" KERNEL_NAME): $(du -sh "${payload}" | cut -f1)"
 }
 
 main "$@"

@@ -14,10 +14,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 readonly MODE="${LOAD_CHECK:-on}"
 readonly LOAD_CHECK_SCRIPT="${LOAD_CHECK_SCRIPT:-/verify/load-check.sh}"
 
-_read_value() {
-    sed -n "s/^$2=//p" "$1" | tail -n 1
-}
-
 # The manifest quotes values in double quotes: keep characters out that would need escaping.
 _clean() {
     tr -d "\"\$\`\\\\" <<<"$1"
@@ -49,9 +45,9 @@ main() {
     local modules="${1:?usage: run-load-check.sh MODULES_DIR}"
     local build_env="${modules}/build.env" kernel types arch
     [[ -f "${build_env}" ]] || die "${build_env} is missing: run compile-modules.sh first"
-    kernel=$(_read_value "${build_env}" KERNEL_NAME)
-    types=$(_read_value "${build_env}" MODULE_TYPES | tr -d '"')
-    arch="${ARCH:-$(_read_value "${build_env}" ARCH)}"
+    kernel=$(env_value "${build_env}" KERNEL_NAME)
+    types=$(env_value "${build_env}" MODULE_TYPES)
+    arch="${ARCH:-$(env_value "${build_env}" ARCH)}"
 
     case "${MODE}" in
         off)
@@ -72,7 +68,7 @@ main() {
         # stages copy.
         "${LOAD_CHECK_SCRIPT}" run "${modules}/${type}" "${kernel}" "${modules}/verdict-${type}.env" \
             --arch "${arch}" --kernel-cache /var/tmp/load-check-kernels
-        details+="${details:+; }${type}: $(_read_value "${modules}/verdict-${type}.env" LOAD_CHECK_DETAIL)"
+        details+="${details:+; }${type}: $(env_value "${modules}/verdict-${type}.env" LOAD_CHECK_DETAIL)"
     done
     _write_verdict "${modules}/verdict.env" pass "${kernel}" "${details}"
     log "load check passed for ${types} on ${kernel}"
