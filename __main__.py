@@ -7,11 +7,16 @@ from components import program
 from components.config_errors import ConfigError
 from components.config_source import load_stack_config
 
+# The contract of Pulumi's Python runner (pulumi-language-python-exec, in the Pulumi SDK): a program that
+# exits with 32 has already shown the user an actionable message, so the engine prints nothing after it.
+# (pulumi.RunError would add "an unhandled error occurred: Program exited with non-zero exit code: 1".)
+EXIT_AFTER_USER_ACTIONABLE_MESSAGE = 32
+
 try:
     CONFIG = load_stack_config()
 except ConfigError as error:
-    # RunError is reported as a plain message, without a Python traceback.
-    raise pulumi.RunError(str(error)) from None
+    pulumi.log.error(str(error))
+    raise SystemExit(EXIT_AFTER_USER_ACTIONABLE_MESSAGE) from None
 
 for key, value in program.run(CONFIG).items():
     pulumi.export(key, value)

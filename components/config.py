@@ -310,7 +310,7 @@ class ModuleParametersConfig(_Model):
 class StackConfig(_Model):
     """The whole validated configuration of one stack (one cluster)."""
 
-    cluster: ClusterConfig = Field(description="{context?, renderDirectory?}")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="{context?, renderDirectory?}")
     kubeconfig: InstanceOf[SecretRef] | None = Field(
         None, description="a kubeconfig set with `pulumi config set --secret kubeconfig`"
     )

@@ -130,7 +130,10 @@ def _one(root: type[BaseModel], error: Any) -> str:
         return f"{path}: {show(value)} is invalid; {str(cause) if cause else error['msg']}"
     detail = error["msg"][0].lower() + error["msg"][1:]
     if kind == "string_type" and isinstance(value, int | float):
-        detail += "; quote it in YAML, a number loses trailing zeros"
+        detail += (
+            "; quote it in YAML or set it with `pulumi config set --type string`,"
+            " a number loses trailing zeros"
+        )
     return f"{path}: {show(value)} is invalid ({detail}); expected {_expected(root, loc)}"
 
 

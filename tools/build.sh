@@ -126,14 +126,21 @@ _entries() { # one line per tool set: NAME ENTRY
         "${HERE}/kubernetes/go.sum")"
 }
 
-_link_bin_dir() { # the union of the entries' bin directories, as one directory of symlinks
+_link_bin_dir() { # the union of the entries' bin directories, as one directory of symlinks (plugins/ apart)
     local bin="${CACHE}/bin" name entry file entries
     entries="$(_entries)"
     rm -rf "${bin}.tmp"
     mkdir -p "${bin}.tmp"
     while read -r name entry; do
         for file in "${CACHE}/${entry}/bin/"*; do
-            ln -s "${file}" "${bin}.tmp/"
+            # Providers stay off PATH: the CLI would take a provider on PATH whatever its version,
+            # instead of the one installed with `pulumi plugin install ... --file`.
+            if [[ "${file##*/}" == pulumi-resource-* ]]; then
+                mkdir -p "${bin}.tmp/plugins"
+                ln -s "${file}" "${bin}.tmp/plugins/"
+            else
+                ln -s "${file}" "${bin}.tmp/"
+            fi
         done
     done <<<"${entries}"
     rm -rf "${bin}"

@@ -1,5 +1,7 @@
 """`__main__.py`, the entry point `pulumi up` runs: it registers the stack's resources, and an invalid
-configuration stops it with pulumi.RunError (reported without a traceback) before any registration."""
+configuration stops it before any registration: the problems logged as one error, then exit status 32, which
+Pulumi's Python runner and language host take as "the user was already told" (no traceback, no second
+"unhandled error" line; the real CLI's view of it is tests/e2e/test_bad_config.py)."""
 
 from __future__ import annotations
 
@@ -42,12 +44,14 @@ def test_main_registers_the_prod_stack() -> None:
     assert names == {"nvidia-installer-vm-a100", "nvidia-installer-metal-h100", "nvidia-device-plugin"}
 
 
-def test_main_stops_on_invalid_config_with_run_error() -> None:
+def test_main_stops_on_invalid_config_with_one_error_and_status_32(caplog: pytest.LogCaptureFixture) -> None:
     config, secret = h.stack_dict("prod")
     config[f"{h.NS}:targets"][0]["arch"] = "x86_64"
     recorder = h.Recorder()
-    with pytest.raises(pulumi.RunError) as caught:
+    with pytest.raises(SystemExit) as caught:
         _run_main(config, secret, recorder)
+    assert caught.value.code == 32
     assert recorder.regs == []
-    assert "targets[0].arch: 'x86_64' is not allowed" in str(caught.value)
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "targets[0].arch: 'x86_64' is not allowed" in errors[0]

@@ -1,0 +1,63 @@
+"""Session fixtures of the end-to-end tier: the built tools, a PULUMI_HOME with the Kubernetes provider,
+one control plane with a fake kubelet, shared by every e2e test and stopped at the end."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.controlplane import ControlPlane
+from tests.e2e.kubelet import FakeKubelet
+from tests.e2e.pulumi_cli import ROOT, install_provider
+
+ETCD = ROOT / ".venv" / "bin" / "etcd"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e carries the e2e marker (select or deselect the tier with -m)."""
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def tools_bin() -> Path:
+    """The directory of the tools tools/build.sh built for the current pins (fails if they are not)."""
+    result = subprocess.run(
+        [str(ROOT / "tools" / "build.sh"), "--locate"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"the e2e tools are missing: {result.stderr.strip()}", pytrace=False)
+    return Path(result.stdout.strip())
+
+
+@pytest.fixture(scope="session")
+def pulumi_home(tools_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PULUMI_HOME of the session with the built Kubernetes provider installed."""
+    home = tmp_path_factory.mktemp("pulumi-home")
+    install_provider(tools_bin, home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def control_plane(tools_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A running control plane on loopback for the whole session."""
+    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), tools_bin, ETCD).start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kubelet(control_plane: ControlPlane) -> Iterator[FakeKubelet]:
+    """The fake kubelet of the session's simulated nodes."""
+    fake = FakeKubelet(control_plane.api).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+        assert not fake.errors, f"fake kubelet errors: {fake.errors[:5]}"

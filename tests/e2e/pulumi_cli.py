@@ -1,0 +1,139 @@
+"""The real Pulumi CLI driven the way a user drives it, on a temporary copy of the project.
+
+Each `Project` is a copy of the program (Pulumi.yaml, __main__.py, components/, image/, stacks/) in a
+temporary directory whose `.venv` links to the repository's, a `file://` backend of its own, and a
+PULUMI_HOME shared by the session where the Kubernetes provider built by tools/build.sh is installed.
+Nothing reaches a network: plugin acquisition and update checks are off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt")
+PROGRAM_DIRS = ("components", "image", "stacks")
+PASSPHRASE = "nvidia-installer-e2e-passphrase"
+COMMAND_TIMEOUT = 600
+
+
+def provider_version() -> str:
+    """The Kubernetes provider version the Python package asks for (its pulumi-plugin.json)."""
+    import pulumi_kubernetes  # noqa: PLC0415  (only the e2e tier needs it at this point)
+
+    plugin = Path(pulumi_kubernetes.__file__).parent / "pulumi-plugin.json"
+    version: str = json.loads(plugin.read_text())["version"]
+    return version
+
+
+def base_env(tools_bin: Path, pulumi_home: Path) -> dict[str, str]:
+    """The environment of every CLI call: the built tools first on PATH, no network, no prompts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "KUBECONFIG"))}
+    env.update(
+        PATH=f"{tools_bin}:{ROOT / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+        PULUMI_HOME=str(pulumi_home),
+        PULUMI_CONFIG_PASSPHRASE=PASSPHRASE,
+        PULUMI_SKIP_UPDATE_CHECK="true",
+        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
+        PULUMI_SKIP_CONFIRMATIONS="true",
+        NO_COLOR="1",
+    )
+    return env
+
+
+def install_provider(tools_bin: Path, pulumi_home: Path) -> None:
+    """Installs the built provider into PULUMI_HOME at exactly the version the Python SDK names."""
+    binary = (tools_bin / "plugins" / "pulumi-resource-kubernetes").resolve()
+    subprocess.run(
+        ["pulumi", "plugin", "install", "resource", "kubernetes", provider_version(), "--file", str(binary)],
+        env=base_env(tools_bin, pulumi_home),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+
+
+class CliError(AssertionError):
+    """A CLI call that was expected to succeed failed (its output is in the message)."""
+
+
+@dataclass
+class Project:
+    """A temporary copy of the program with its own backend; `run` calls the real CLI in it."""
+
+    workdir: Path
+    tools_bin: Path
+    pulumi_home: Path
+    # What the commands run so far printed, by command line (the secrets test reads every output).
+    results: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
+
+    @classmethod
+    def copy(cls, workdir: Path, tools_bin: Path, pulumi_home: Path, stacks: tuple[str, ...] = ()) -> Project:
+        """Copies the program; only the named stack files come along (others would be noise)."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name in PROGRAM_FILES:
+            shutil.copy2(ROOT / name, workdir / name)
+        for name in PROGRAM_DIRS:
+            shutil.copytree(
+                ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__", "Pulumi.*.yaml")
+            )
+        for stack in stacks:
+            shutil.copy2(ROOT / "stacks" / f"Pulumi.{stack}.yaml", workdir / "stacks")
+        (workdir / ".venv").symlink_to(ROOT / ".venv")
+        (workdir / "state").mkdir()
+        return cls(workdir, tools_bin, pulumi_home)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The CLI's environment for this project (its own file backend)."""
+        env = base_env(self.tools_bin, self.pulumi_home)
+        env["PULUMI_BACKEND_URL"] = f"file://{self.workdir / 'state'}"
+        return env
+
+    def run(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`pulumi ARGS --non-interactive --color never`; stdout and stderr are kept apart."""
+        argv = ["pulumi", *args, "--non-interactive", "--color", "never"]
+        result = subprocess.run(
+            argv,
+            cwd=self.workdir,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+        )
+        self.results[shlex.join(argv)] = result
+        if check and result.returncode != 0:
+            raise CliError(
+                f"{shlex.join(argv)} exited {result.returncode}\n--- stdout\n{result.stdout}\n"
+                f"--- stderr\n{result.stderr}"
+            )
+        return result
+
+    def run_line(self, line: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """One shell-style `pulumi ...` command line, as a user types it."""
+        words = shlex.split(line, comments=True)
+        if not words or words[0] != "pulumi":
+            raise ValueError(f"not a pulumi command: {line!r}")
+        return self.run(*words[1:], check=check)
+
+    def stack_export(self) -> dict[str, Any]:
+        """`pulumi stack export` (secrets stay encrypted)."""
+        exported: dict[str, Any] = json.loads(self.run("stack", "export").stdout)
+        return exported
+
+    def outputs(self) -> dict[str, Any]:
+        """`pulumi stack output --json`."""
+        outputs: dict[str, Any] = json.loads(self.run("stack", "output", "--json").stdout)
+        return outputs
