@@ -36,6 +36,12 @@ SOURCE_TARBALLS = {
 CompiledModules = Callable[[str, str], Path]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The e2e tier runs last: scripts/test.sh builds its tools in the background meanwhile."""
+    e2e_dir = Path(__file__).parent / "e2e"
+    items.sort(key=lambda item: Path(str(item.fspath)).is_relative_to(e2e_dir))
+
+
 def cache_root() -> Path:
     """Where slow-tier results live between runs (override with NVIDIA_INSTALLER_TEST_CACHE)."""
     return Path(os.environ.get("NVIDIA_INSTALLER_TEST_CACHE", "/var/tmp/nvidia-installer-test-cache"))
