@@ -179,7 +179,10 @@ _build_missing() {
 }
 
 main() {
-    command -v go >/dev/null || die "Go is not installed (the machines have Go 1.26 in /usr/local/go/bin)"
+    if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+        PATH="/usr/local/go/bin:${PATH}" # where Go lives on these machines, also when PATH lacks it
+    fi
+    command -v go >/dev/null || die "Go 1.26 or later is not installed (expected on PATH or in /usr/local/go/bin)"
     case "${1:-}" in
     --locate) _locate ;;
     --entries) _entries ;;
