@@ -49,6 +49,8 @@ def control_plane(tools_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield plane
     finally:
         plane.stop()
+        running = [name for name, process in plane.processes.items() if process.poll() is None]
+        assert not running, f"still running after stop: {running}"
 
 
 @pytest.fixture(scope="session")
