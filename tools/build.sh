@@ -8,8 +8,8 @@
 #        tools/build.sh --locate    print the bin directory if everything is built, else exit 1 saying so
 #        tools/build.sh --entries   print each tool set's name and cache entry for the current pins
 #
-# Each tool set has its own cache entry keyed on its pins (go.mod, go.sum), its build function below and
-# the Go version, so bumping the control plane never rebuilds the CLI. Concurrent runs wait on one lock.
+# Each tool set has its own cache entry keyed on its pins (go.mod, go.sum), its own sources (the language
+# host), its build function below and the Go version, so bumping the control plane never rebuilds the CLI. Concurrent runs wait on one lock.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -52,6 +52,16 @@ _entry_key() { # NAME FILE...: hash of what decides NAME's binaries: pins, Go ve
 }
 
 _is_built() { [[ -f "${CACHE}/$1/.complete" ]]; }
+
+_prune_stale() { # NAME ENTRY: other pins' entries of NAME (100-300 MB each) go once ENTRY is built
+    local stale
+    for stale in "${CACHE}/${1}-"*; do
+        if [[ -d "${stale}" && "${stale##*/}" != "$2" ]]; then
+            log "removing ${stale##*/} (built for other pins)"
+            rm -rf "${stale}"
+        fi
+    done
+}
 
 _publish() { # STAGING ENTRY: make a finished build visible in one rename
     touch "$1/.complete"
@@ -119,7 +129,8 @@ _build_kubernetes() { # STAGING: the control plane and kubectl of one Kubernetes
 # --- main ----------------------------------------------------------------------------------------
 
 _entries() { # one line per tool set: NAME ENTRY
-    printf 'pulumi %s\n' "$(_entry_key pulumi "${HERE}/pulumi/go.mod" "${HERE}/pulumi/go.sum")"
+    printf 'pulumi %s\n' "$(_entry_key pulumi "${HERE}/pulumi/go.mod" "${HERE}/pulumi/go.sum" \
+        "${HERE}"/pulumi/cmd/*/*.go)"
     printf 'provider %s\n' "$(_entry_key provider "${HERE}/kubernetes-provider/go.mod" \
         "${HERE}/kubernetes-provider/go.sum" <(_pulumi_kubernetes_version))"
     printf 'kubernetes %s\n' "$(_entry_key kubernetes "${HERE}/kubernetes/go.mod" \
@@ -174,6 +185,7 @@ _build_missing() {
         printf '%s\n' "$((SECONDS - started))" >"${staging}/BUILD_SECONDS"
         _publish "${staging}" "${entry}"
         log "${name}: built in $((SECONDS - started)) s into ${CACHE}/${entry}"
+        _prune_stale "${name}" "${entry}"
     done <<<"${entries}"
     _link_bin_dir
 }

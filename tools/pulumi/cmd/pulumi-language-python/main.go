@@ -16,15 +16,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -196,4 +200,60 @@ func (h *host) interpreter(root string, options map[string]any) (string, []strin
 	}
 	env = append(env, "VIRTUAL_ENV="+venv, "PATH="+filepath.Join(venv, "bin")+":"+os.Getenv("PATH"))
 	return python, env, nil
+}
+
+// RunPlugin runs a policy pack (kind "analyzer") written in Python with the SDK's runner, streaming its
+// output to the engine, which reads the pack's gRPC port from the first line of stdout.
+func (h *host) RunPlugin(
+	req *pulumirpc.RunPluginRequest, server pulumirpc.LanguageRuntime_RunPluginServer,
+) error {
+	if kind := req.GetKind(); kind != "" && kind != "analyzer" {
+		return status.Errorf(codes.Unimplemented, "this host runs policy packs only, not %q plugins", kind)
+	}
+	info := req.GetInfo()
+	programDir := info.GetProgramDirectory()
+	if programDir == "" {
+		programDir = req.GetPwd()
+	}
+	python, env, err := h.interpreter(info.GetRootDirectory(), info.GetOptions().AsMap())
+	if err != nil {
+		return err
+	}
+	args := append([]string{"-u", "-m", "pulumi.policy"}, req.GetArgs()...)
+	cmd := exec.CommandContext(server.Context(), python, append(args, programDir)...)
+	cmd.Dir = req.GetPwd()
+	cmd.Env = append(env, req.GetEnv()...)
+	var sendLock sync.Mutex
+	send := func(response *pulumirpc.RunPluginResponse) error {
+		sendLock.Lock()
+		defer sendLock.Unlock()
+		return server.Send(response)
+	}
+	cmd.Stdout = streamWriter(func(chunk []byte) error {
+		return send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stdout{Stdout: chunk}})
+	})
+	cmd.Stderr = streamWriter(func(chunk []byte) error {
+		return send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stderr{Stderr: chunk}})
+	})
+	code := int32(0)
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) {
+			return err
+		}
+		code = int32(exitErr.ExitCode())
+	}
+	return send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: code}})
+}
+
+// streamWriter adapts a send function to an io.Writer (each write is one message, copied).
+type streamWriter func([]byte) error
+
+var _ io.Writer = streamWriter(nil)
+
+func (w streamWriter) Write(p []byte) (int, error) {
+	if err := w(append([]byte(nil), p...)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
