@@ -85,3 +85,47 @@ def test_python_is_mypy_strict_clean() -> None:
     targets = [str(p) for p in candidates if p.is_file() or any(p.glob("**/*.py"))]
     result = _run([str(BIN / "mypy"), *targets])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+def _actionlint() -> Path:
+    """actionlint built from its pinned Go module (tools/lint); seconds when cached."""
+    out = subprocess.run(
+        [str(ROOT / "tools" / "build.sh"), "--only", "lint"], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return Path(out.stdout.strip()) / "actionlint"
+
+
+def _run_actionlint(files: list[Path]) -> subprocess.CompletedProcess[str]:
+    # shellcheck from the venv checks the workflows' run: scripts too.
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(ROOT)}
+    return subprocess.run(
+        [str(_actionlint()), "-color=false", *map(str, files)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_workflows_are_actionlint_clean() -> None:
+    assert {p.name for p in WORKFLOWS} == {"pull-request.yml", "deploy.yml", "drift.yml"}
+    result = _run_actionlint(WORKFLOWS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
+    # Guards the gate above: an unknown expression context and a shell error must be reported.
+    bad = tmp_path / ".github" / "workflows" / "bad.yml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        "      - run: echo ${{ matrix.nothing }} && cd $UNQUOTED\n"
+    )
+    result = _run_actionlint([bad])
+    assert result.returncode != 0
+    assert "matrix" in result.stdout

@@ -53,7 +53,7 @@ def test_locate_succeeds_once_every_set_is_built_and_a_pin_change_invalidates_on
     root = _tree_copy(tmp_path)
     cache = tmp_path / "cache"
     entries = _entries(root)
-    assert set(entries) == {"pulumi", "provider", "kubernetes"}
+    assert set(entries) == {"lint", "pulumi", "provider", "kubernetes"}
     for entry in entries.values():
         _mark_built(cache, entry)
     assert _locate(cache, root).stdout.strip() == str(cache / "bin")

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Builds the real tools the end-to-end tier runs, from the Go modules pinned under tools/, into a cache
-# outside the work tree: the Pulumi CLI and its Python language host, the Kubernetes resource provider,
-# and kube-apiserver, kube-controller-manager, kube-scheduler and kubectl. Nothing here is committed as
+# Builds the real tools the tests run, from the Go modules pinned under tools/, into a cache outside the
+# work tree: actionlint (the fast tier's workflow lint); for the end-to-end tier the Pulumi CLI and a Python
+# language host, the Kubernetes resource provider, and kube-apiserver, kube-controller-manager,
+# kube-scheduler and kubectl. Nothing here is committed as
 # a binary; what exists in the cache for the current pins is reused.
 #
 # Usage: tools/build.sh             build what is missing, then print the bin directory
 #        tools/build.sh --locate    print the bin directory if everything is built, else exit 1 saying so
 #        tools/build.sh --entries   print each tool set's name and cache entry for the current pins
+#        tools/build.sh --only NAME build (or wait for) one tool set, print its own bin directory
 #
 # Each tool set has its own cache entry keyed on its pins (go.mod, go.sum), its own sources (the language
 # host), its build function below and the Go version, so bumping the control plane never rebuilds the CLI. Concurrent runs wait on one lock.
@@ -126,9 +128,20 @@ _build_kubernetes() { # STAGING: the control plane and kubectl of one Kubernetes
         k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
 }
 
+_build_lint() { # STAGING: actionlint, which checks .github/workflows (fast tier)
+    local out="$1/bin" dir="${HERE}/lint" version
+    version="$(_module_version "${dir}" github.com/rhysd/actionlint)"
+    log "building actionlint ${version} (under a minute cold)"
+    mkdir -p "${out}"
+    (cd "${dir}" && go build -o "${out}/" \
+        -ldflags "-s -w -X github.com/rhysd/actionlint.version=${version}" \
+        github.com/rhysd/actionlint/cmd/actionlint)
+}
+
 # --- main ----------------------------------------------------------------------------------------
 
-_entries() { # one line per tool set: NAME ENTRY
+_entries() { # one line per tool set: NAME ENTRY (the quick lint set first)
+    printf 'lint %s\n' "$(_entry_key lint "${HERE}/lint/go.mod" "${HERE}/lint/go.sum")"
     printf 'pulumi %s\n' "$(_entry_key pulumi "${HERE}/pulumi/go.mod" "${HERE}/pulumi/go.sum" \
         "${HERE}"/pulumi/cmd/*/*.go)"
     printf 'provider %s\n' "$(_entry_key provider "${HERE}/kubernetes-provider/go.mod" \
@@ -168,16 +181,11 @@ _locate() {
     printf '%s\n' "${CACHE}/bin"
 }
 
-_build_missing() {
-    local name entry staging started entries
-    entries="$(_entries)"
-    mkdir -p "${CACHE}"
-    exec 9>"${CACHE}/.lock"
+_build_one() { # NAME ENTRY: build it unless built; one lock per tool set, so a quick set never waits
+    local name="$1" entry="$2" staging started
+    exec 9>"${CACHE}/.lock-${name}"
     flock 9
-    while read -r name entry; do
-        if _is_built "${entry}"; then
-            continue
-        fi
+    if ! _is_built "${entry}"; then
         staging="$(mktemp -d "${CACHE}/.staging-${name}.XXXXXX")"
         started="${SECONDS}"
         "_build_${name}" "${staging}"
@@ -186,8 +194,29 @@ _build_missing() {
         _publish "${staging}" "${entry}"
         log "${name}: built in $((SECONDS - started)) s into ${CACHE}/${entry}"
         _prune_stale "${name}" "${entry}"
+    fi
+    exec 9>&-
+}
+
+_build_missing() { # build every set, then print the directory of links to all of them
+    local name entry entries
+    entries="$(_entries)"
+    mkdir -p "${CACHE}"
+    while read -r name entry; do
+        _build_one "${name}" "${entry}"
     done <<<"${entries}"
+    exec 8>"${CACHE}/.lock-bin"
+    flock 8
     _link_bin_dir
+}
+
+_build_only() { # NAME: build (or wait for) that set alone, print its own bin directory
+    local entry
+    entry="$(_entries | awk -v name="$1" '$1 == name { print $2 }')"
+    [[ -n "${entry}" ]] || die "no tool set named '$1' (see tools/build.sh --entries)"
+    mkdir -p "${CACHE}"
+    _build_one "$1" "${entry}"
+    printf '%s\n' "${CACHE}/${entry}/bin"
 }
 
 main() {
@@ -198,8 +227,12 @@ main() {
     case "${1:-}" in
     --locate) _locate ;;
     --entries) _entries ;;
+    --only)
+        [[ $# -eq 2 ]] || die "usage: tools/build.sh --only NAME"
+        _build_only "$2"
+        ;;
     "") _build_missing ;;
-    *) die "usage: tools/build.sh [--locate | --entries]" ;;
+    *) die "usage: tools/build.sh [--locate | --entries | --only NAME]" ;;
     esac
 }
 

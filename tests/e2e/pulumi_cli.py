@@ -121,6 +121,21 @@ class Project:
             )
         return result
 
+    def script(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`scripts/stack.sh ARGS`: the commands the delivery workflows run, on this project."""
+        argv = [str(ROOT / "scripts" / "stack.sh"), *args, "--color", "never"]
+        result = subprocess.run(
+            argv, cwd=self.workdir, env=self.env, capture_output=True, text=True,
+            timeout=COMMAND_TIMEOUT, check=False,
+        )  # fmt: skip
+        self.results[shlex.join(argv)] = result
+        if check and result.returncode != 0:
+            raise CliError(
+                f"{shlex.join(argv)} exited {result.returncode}\n--- stdout\n{result.stdout}\n"
+                f"--- stderr\n{result.stderr}"
+            )
+        return result
+
     def run_line(self, line: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """One shell-style `pulumi ...` command line, as a user types it."""
         words = shlex.split(line, comments=True)

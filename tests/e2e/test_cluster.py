@@ -154,8 +154,9 @@ def stack(
         kubelet.add_node(name, labels, arch)
     project = Project.copy(tmp_path_factory.mktemp("cluster"), tools_bin, pulumi_home)
     configure(project, control_plane, "e2e")
-    preview = project.run("preview", "--diff")
-    up = project.run("up", "--yes", "--skip-preview")
+    # As the delivery workflows run them (scripts/stack.sh): with the policy pack.
+    preview = project.script("preview", "e2e")
+    up = project.script("up", "e2e", "--skip-preview")
     return ClusterStack(project, control_plane, kubelet, preview, up)
 
 
@@ -165,6 +166,9 @@ def test_preview_lists_every_object_to_create(stack: ClusterStack) -> None:
         assert name in stack.preview.stdout, stack.preview.stdout
     # The stack, the provider, four components and the five Kubernetes objects.
     assert "+ 11 to create" in stack.preview.stdout, stack.preview.stdout
+    # The policy pack ran (the --diff display lists it) and passed: the preview succeeded.
+    assert "Policy Packs run:" in stack.preview.stdout
+    assert "nvidia-installer|local|" in stack.preview.stdout
 
 
 def test_installers_run_on_exactly_their_targets_nodes(stack: ClusterStack) -> None:
@@ -299,9 +303,9 @@ def test_driver_change_updates_only_that_installer(stack: ClusterStack) -> None:
     steps = json.loads(preview.stdout)["steps"]
     changed = {s["urn"].rsplit("::", 1)[1]: s["op"] for s in steps if s["op"] not in ("same", "read")}
     assert changed == {"installer-gl2150-metal-daemonset": "update"}, changed
-    text = project.run("preview", "--diff").stdout
+    text = project.script("preview", "e2e").stdout
     assert "590.48.02" in text
-    project.run("up", "--yes", "--skip-preview")
+    project.script("up", "e2e", "--skip-preview")
     live = daemonset(stack.api, INSTALLER_2150)
     assert live["metadata"]["labels"]["nvidia-installer/driver-version"] == "590.48.02"
     # Updated in place: no DaemonSet was deleted and recreated (no gap in node coverage).
@@ -311,7 +315,7 @@ def test_driver_change_updates_only_that_installer(stack: ClusterStack) -> None:
 def test_drift_is_reported_by_a_refreshing_preview(stack: ClusterStack) -> None:
     stack.kubectl("-n", NAMESPACE, "label", "daemonset", INSTALLER_1877,
                   "nvidia-installer/driver-version=0.0.0-edited", "--overwrite")  # fmt: skip
-    result = stack.project.run("preview", "--refresh", "--expect-no-changes", "--diff", check=False)
+    result = stack.project.script("drift", "e2e", check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "installer-gl1877-cloud-daemonset" in output

@@ -22,7 +22,10 @@ def _daemonset(pod: dict[str, Any], namespace: str = "kube-system") -> dict[str,
     spec = {"priorityClassName": "system-node-critical", "containers": [container], **pod}
     return {
         "metadata": {"name": "agent", "namespace": namespace, "labels": labels},
-        "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": spec}},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": spec},
+        },
     }
 
 
