@@ -8,7 +8,8 @@ from pathlib import Path
 
 CHECKSUM_FILE = Path(__file__).resolve().parent.parent / "image" / "checksums" / "nvidia-driver.sha256"
 
-# NVIDIA names its architectures x86_64 and aarch64 (download URLs, domain.md section 3).
+# NVIDIA names its architectures x86_64 and aarch64 (in its download file names,
+# NVIDIA-Linux-<arch>-<version>.run).
 NVIDIA_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
 _LINE_RE = re.compile(r"^[0-9a-f]{64}\s+\*?NVIDIA-Linux-(x86_64|aarch64)-([0-9.]+)\.run$")

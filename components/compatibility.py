@@ -17,7 +17,7 @@ class Incompatibility:
 
 
 # Garden Linux 2150.8 moved to kernel 6.18.41, whose changed kernel function signature breaks the build of
-# the 570 driver branch's modules (Garden Linux NVIDIA installer issue tracker; domain.md section 2).
+# the 570 driver branch's modules (reported in the issue tracker of gardenlinux/gardenlinux-nvidia-installer).
 KNOWN_INCOMPATIBILITIES: tuple[Incompatibility, ...] = (
     Incompatibility(
         branch=570,

@@ -347,7 +347,7 @@ class StackConfig(_Model):
                 "either renderDirectory (write manifests) or context/kubeconfig (apply to a cluster)",
             )
         if render is not None and self.registry_password is not None:
-            # The provider's render mode writes Secrets to disk in plain text (pulumi.md).
+            # The Kubernetes provider's render mode (renderYamlToDirectory) writes Secret data unencrypted.
             raise ConfigRuleError(
                 ["cluster", "renderDirectory"],
                 f"{render!r} is set together with registryPassword: render mode would write the pull "

@@ -11,7 +11,7 @@ Operator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
 
 ARCH_LABEL = "kubernetes.io/arch"
 # The original Garden Linux chart selected GPU nodes by these two labels, set by the cluster operator
-# (Gardener nodes carry no OS-version label by default; domain.md section 2).
+# (Gardener nodes carry no OS-version label by default).
 GPU_LABEL = "gpu"
 OS_VERSION_LABEL = "os-version"
 

@@ -29,7 +29,8 @@ MODULE_PARAMETERS_DIR = "/etc/nvidia-installer"
 MODULE_PARAMETERS_FILE = "modprobe.conf"
 HOST_ROOT = "/host"
 
-# Device-plugin paths (docs/architecture.md, "Device-plugin pod"; flags of GKE's plugin, domain.md section 5).
+# Device-plugin paths (docs/architecture.md, "Device-plugin pod"; the flags are those of GKE's plugin,
+# GoogleCloudPlatform/container-engine-accelerators).
 DEVICE_PLUGIN_BIN = "/usr/bin/nvidia-gpu-device-plugin"
 HOST_DRIVER_DIR = "/opt/nvidia-installer/driver"
 CONTAINER_DRIVER_DIR = "/usr/local/nvidia"
@@ -49,7 +50,8 @@ DEVICE_PLUGIN_RESOURCES = {
 
 
 def selector_labels(app: str, instance: str) -> dict[str, str]:
-    """The immutable DaemonSet selector: changing it would replace the DaemonSet (pulumi.md)."""
+    """The immutable DaemonSet selector: changing it would replace the DaemonSet (the
+    Kubernetes provider replaces a DaemonSet whose selector changes)."""
     return {"app.kubernetes.io/name": app, "app.kubernetes.io/instance": instance}
 
 
@@ -220,7 +222,7 @@ def installer_daemonset(
             "name": name,
             "namespace": namespace,
             "labels": object_labels,
-            # OnDelete never finishes a rollout by itself: without this, Pulumi waits 10 minutes (pulumi.md).
+            # OnDelete never finishes a rollout by itself: without this, the provider awaits it 10 minutes.
             "annotations": {"pulumi.com/skipAwait": "true"},
         },
         "spec": {
@@ -233,7 +235,7 @@ def installer_daemonset(
 
 
 def device_plugin_args(with_gpu_config: bool) -> list[str]:
-    """The plugin's flags (docs/architecture.md; GKE plugin flags, domain.md section 5)."""
+    """The plugin's flags (docs/architecture.md; GoogleCloudPlatform/container-engine-accelerators)."""
     args = [
         f"-host-path={HOST_DRIVER_DIR}",
         f"-container-path={CONTAINER_DRIVER_DIR}",

@@ -1,5 +1,5 @@
 """How these machines run a throw-away container: podman with runc and explicit ulimits, because the
-default runtime (crun) fails on their hybrid cgroups (see ../shared/reference/lab.md)."""
+default runtime (crun) fails on their hybrid cgroups."""
 
 from __future__ import annotations
 

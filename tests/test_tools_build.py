@@ -26,7 +26,7 @@ def test_locate_in_an_empty_cache_names_what_to_run(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.strip() == (
-        "tools/build: error: the pulumi tools for the current pins are not built: run tools/build.sh"
+        "tools/build: error: the lint tools for the current pins are not built: run tools/build.sh"
     )
 
 

@@ -30,7 +30,8 @@ _install_missing() {
 }
 
 # dpkg -L lists directories too: copy only files and links. Never create a real /lib or /bin in the
-# root (lab.md's merged-usr pitfall): _make_skeleton links them to usr/ before anything is copied.
+# root (copying a lib/ directory over the /lib link replaces it and breaks every program):
+# _make_skeleton links them to usr/ before anything is copied.
 _copy_path() {
     local path="$1" rootfs="$2"
     [[ -e "${path}" || -L "${path}" ]] || return 0

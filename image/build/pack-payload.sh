@@ -15,7 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 readonly GL="${GL_VERSION:?GL_VERSION must be set}"
 
-# kmodbuild guarantees no compressor beyond what build-essential pulls in (domain.md): bring zstd.
+# kmodbuild guarantees no compressor beyond what build-essential pulls in: bring zstd.
 _ensure_zstd() {
     command -v zstd >/dev/null && return 0
     log "installing zstd"

@@ -84,7 +84,8 @@ def test_final_image_is_minimal_and_complete(images: dict[str, Pushed], tmp_path
     files = _files("localhost/nvidia-installer-test:cloud", tmp_path)
     for path in FORBIDDEN:
         assert path not in files, f"{path} must not be in the final image"
-    # merged /usr kept: /lib and /bin are links, never real directories (lab.md's pitfall).
+    # merged /usr kept: /lib and /bin are links, never real directories (a COPY of lib/ over them
+    # breaks every program).
     assert files["lib"].issym() and files["bin"].issym()
     for path in ("SHA256SUMS", "manifest.env", "modules-open.tar.zst"):
         assert f"{PAYLOAD}/{path}" in files
