@@ -26,7 +26,8 @@ readonly COMPONENT_BASE=k8s.io/component-base/version
 readonly CLIENT_GO=k8s.io/client-go/pkg/version
 
 export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -trimpath"
+# No VCS stamping: the binaries depend on the pins, not on the state of this checkout.
+export GOFLAGS="-mod=readonly -trimpath -buildvcs=false"
 
 log() { printf 'tools/build: %s\n' "$*" >&2; }
 die() { printf 'tools/build: error: %s\n' "$*" >&2; exit 1; }
