@@ -227,6 +227,20 @@ def test_sentinel_password_is_never_plain_text(stack: ClusterStack) -> None:
             assert form not in result.stdout + result.stderr, command
     stack_file = (stack.project.workdir / "stacks" / "Pulumi.e2e.yaml").read_text()
     assert SENTINEL_PASSWORD not in stack_file and stack.plane.token not in stack_file
+    # Nor in any log: the control plane's, or anything the CLI and its plugins wrote under PULUMI_HOME
+    # or into the backend (state files hold ciphertext only).
+    logs = [*stack.plane.workdir.glob("*.log"), *_files(stack.project.pulumi_home),
+            *_files(stack.project.workdir / "state")]  # fmt: skip
+    assert logs
+    for path in logs:
+        data = path.read_bytes()
+        for form in (SENTINEL_PASSWORD, encoded, auth):
+            assert form.encode() not in data, path
+
+
+def _files(root: Path) -> list[Path]:
+    # Plugin binaries are large and hold no run-time data.
+    return [p for p in root.rglob("*") if p.is_file() and "plugins" not in p.parts]
 
 
 def _guard_namespace(api: KubeApi, namespace: str) -> None:
