@@ -2,8 +2,8 @@
 # Builds the real tools the tests run, from the Go modules pinned under tools/, into a cache outside the
 # work tree: actionlint (the fast tier's workflow lint); for the end-to-end tier the Pulumi CLI and a Python
 # language host, the Kubernetes resource provider, and kube-apiserver, kube-controller-manager,
-# kube-scheduler and kubectl. Nothing here is committed as
-# a binary; what exists in the cache for the current pins is reused.
+# kube-scheduler and kubectl. Nothing here is committed as a binary; what exists in the cache for the
+# current pins is reused.
 #
 # Usage: tools/build.sh             build what is missing, then print the bin directory
 #        tools/build.sh --locate    print the bin directory if everything is built, else exit 1 saying so
@@ -11,15 +11,16 @@
 #        tools/build.sh --only NAME build (or wait for) one tool set, print its own bin directory
 #
 # Each tool set has its own cache entry keyed on its pins (go.mod, go.sum), its own sources (the language
-# host), its build function below and the Go version, so bumping the control plane never rebuilds the CLI. Concurrent runs wait on one lock.
+# host), its build function below and the Go version, so bumping the control plane never rebuilds the CLI.
+# Concurrent runs wait on a lock per tool set.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly HERE
 readonly ROOT="${HERE}/.."
 readonly CACHE="${NVIDIA_INSTALLER_TOOLS_CACHE:-/var/tmp/nvidia-installer-tools}"
-# The release tags of the two pseudo-versioned modules (tagged only as vX.Y.Z in their repositories,
-# so the Go module proxy serves the tag's commit as a pseudo-version; see tools/*/go.mod).
+# The provider's repository tags only vX.Y.Z (not provider/vX.Y.Z), so the Go module proxy serves the
+# release commit as a pseudo-version (tools/kubernetes-provider/go.mod).
 readonly PROVIDER_MODULE=github.com/pulumi/pulumi-kubernetes/provider/v4
 readonly PULUMI_SDK_MODULE=github.com/pulumi/pulumi/sdk/v3
 readonly COMPONENT_BASE=k8s.io/component-base/version
