@@ -4,6 +4,7 @@ registers the resources (components/program.py) and exports per-target outputs."
 import pulumi
 
 from components import program
+from components.cluster_nodes import report_uncovered_gpu_nodes
 from components.config_errors import ConfigError
 from components.config_source import load_stack_config
 
@@ -20,3 +21,6 @@ except ConfigError as error:
 
 for key, value in program.run(CONFIG).items():
     pulumi.export(key, value)
+
+# A GPU node that no target selects gets no driver: say so in the preview and update output.
+report_uncovered_gpu_nodes(CONFIG)
