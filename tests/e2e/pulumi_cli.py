@@ -102,7 +102,13 @@ class Project:
         self, *args: str, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """`pulumi ARGS --non-interactive --color never`; stdout and stderr are kept apart."""
-        argv = ["pulumi", *args, "--non-interactive", "--color", "never"]
+        return self._call(["pulumi", *args, "--non-interactive", "--color", "never"], check, stdin)
+
+    def script(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`scripts/stack.sh ARGS`: the commands the delivery workflows run, on this project."""
+        return self._call([str(ROOT / "scripts" / "stack.sh"), *args, "--color", "never"], check, None)
+
+    def _call(self, argv: list[str], check: bool, stdin: str | None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             argv,
             cwd=self.workdir,
@@ -113,21 +119,6 @@ class Project:
             timeout=COMMAND_TIMEOUT,
             check=False,
         )
-        self.results[shlex.join(argv)] = result
-        if check and result.returncode != 0:
-            raise CliError(
-                f"{shlex.join(argv)} exited {result.returncode}\n--- stdout\n{result.stdout}\n"
-                f"--- stderr\n{result.stderr}"
-            )
-        return result
-
-    def script(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """`scripts/stack.sh ARGS`: the commands the delivery workflows run, on this project."""
-        argv = [str(ROOT / "scripts" / "stack.sh"), *args, "--color", "never"]
-        result = subprocess.run(
-            argv, cwd=self.workdir, env=self.env, capture_output=True, text=True,
-            timeout=COMMAND_TIMEOUT, check=False,
-        )  # fmt: skip
         self.results[shlex.join(argv)] = result
         if check and result.returncode != 0:
             raise CliError(
