@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from tests.pins import tool_pin
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 SCRIPT = ROOT / "scripts" / "stack.sh"
@@ -30,12 +32,6 @@ def _steps(workflow: dict[str, Any], job: str) -> list[dict[str, Any]]:
 def _script_function(name: str) -> str:
     match = re.search(rf"^_{name}\(\) \{{\n(.*?)\n\}}", SCRIPT.read_text(), re.MULTILINE | re.DOTALL)
     assert match, f"scripts/stack.sh has no _{name}"
-    return match.group(1)
-
-
-def _pinned_cli() -> str:
-    match = re.search(r"github.com/pulumi/pulumi/pkg/v3 v(\S+)", (ROOT / "tools/pulumi/go.mod").read_text())
-    assert match
     return match.group(1)
 
 
@@ -77,7 +73,7 @@ def test_every_job_installs_the_cli_release_the_e2e_tier_tests() -> None:
         for step in job["steps"]
         if "pulumi/actions" in step.get("uses", "")
     }
-    assert versions == {_pinned_cli()}
+    assert versions == {tool_pin("pulumi", "github.com/pulumi/pulumi/pkg/v3").removeprefix("v")}
 
 
 def test_deploy_is_one_stack_at_a_time_behind_an_environment() -> None:

@@ -13,7 +13,6 @@ import base64
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,19 +23,12 @@ from pathlib import Path
 import yaml
 
 from tests.e2e.kubeapi import ApiError, KubeApi
+from tests.ports import free_port
 
 # The service network exists only inside the API server's allocator: no traffic goes there.
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/24"
 CONTEXT = "nvidia-installer-e2e"
 START_TIMEOUT = 90.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -76,14 +76,23 @@ class Project:
     results: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
 
     @classmethod
-    def copy(cls, workdir: Path, tools_bin: Path, pulumi_home: Path, stacks: tuple[str, ...] = ()) -> Project:
-        """Copies the program; only the named stack files come along (others would be noise)."""
+    def copy(
+        cls,
+        workdir: Path,
+        tools_bin: Path,
+        pulumi_home: Path,
+        stacks: tuple[str, ...] = (),
+        source: Path = ROOT,
+    ) -> Project:
+        """Copies the program at `source` (this project's by default: its files and directories, or
+        every file of another program's directory); only the named stack files come along."""
         workdir.mkdir(parents=True, exist_ok=True)
-        for name in PROGRAM_FILES:
-            shutil.copy2(ROOT / name, workdir / name)
-        for name in PROGRAM_DIRS:
+        files = PROGRAM_FILES if source == ROOT else tuple(p.name for p in source.iterdir() if p.is_file())
+        for name in files:
+            shutil.copy2(source / name, workdir / name)
+        for name in PROGRAM_DIRS if source == ROOT else ():
             shutil.copytree(
-                ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__", "Pulumi.*.yaml")
+                source / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__", "Pulumi.*.yaml")
             )
         for stack in stacks:
             shutil.copy2(ROOT / "stacks" / f"Pulumi.{stack}.yaml", workdir / "stacks")

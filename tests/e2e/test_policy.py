@@ -5,7 +5,6 @@ stack passes it, and a program that breaks one rule is stopped at preview with t
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,11 @@ PACK = ROOT / "policy"
 VIOLATIONS = Path(__file__).with_name("policy_violations")
 
 
-def _violations_project(workdir: Path, tools_bin: Path, pulumi_home: Path) -> Project:
-    workdir.mkdir(parents=True)
-    for name in ("Pulumi.yaml", "__main__.py"):
-        shutil.copy2(VIOLATIONS / name, workdir / name)
-    (workdir / ".venv").symlink_to(ROOT / ".venv")
-    (workdir / "state").mkdir()
-    return Project(workdir, tools_bin, pulumi_home)
-
-
 @pytest.fixture(scope="module")
 def violations(tmp_path_factory: pytest.TempPathFactory, tools_bin: Path, pulumi_home: Path) -> Project:
     """The violations program with a stack of its own."""
-    project = _violations_project(tmp_path_factory.mktemp("policy") / "violations", tools_bin, pulumi_home)
+    workdir = tmp_path_factory.mktemp("policy") / "violations"
+    project = Project.copy(workdir, tools_bin, pulumi_home, source=VIOLATIONS)
     project.run("stack", "init", "violations")
     return project
 

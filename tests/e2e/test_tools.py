@@ -9,13 +9,7 @@ from pathlib import Path
 
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.pulumi_cli import ROOT, base_env, provider_version
-
-
-def _module_version(module_dir: str, module: str) -> str:
-    text = (ROOT / "tools" / module_dir / "go.mod").read_text()
-    match = re.search(rf"^\s*{re.escape(module)} (v\S+)", text, re.MULTILINE)
-    assert match, f"tools/{module_dir}/go.mod does not require {module}"
-    return match.group(1)
+from tests.pins import tool_pin
 
 
 def test_pulumi_cli_is_the_pinned_release(tools_bin: Path, pulumi_home: Path) -> None:
@@ -26,7 +20,7 @@ def test_pulumi_cli_is_the_pinned_release(tools_bin: Path, pulumi_home: Path) ->
         text=True,
         check=True,
     )
-    assert out.stdout.strip() == _module_version("pulumi", "github.com/pulumi/pulumi/pkg/v3")
+    assert out.stdout.strip() == tool_pin("pulumi", "github.com/pulumi/pulumi/pkg/v3")
 
 
 def test_installed_provider_is_the_version_the_python_package_asks_for(
@@ -47,6 +41,6 @@ def test_installed_provider_is_the_version_the_python_package_asks_for(
 
 def test_api_server_reports_its_real_version(control_plane: ControlPlane) -> None:
     version = control_plane.api.get("/version")
-    pinned = _module_version("kubernetes", "k8s.io/kubernetes")
+    pinned = tool_pin("kubernetes", "k8s.io/kubernetes")
     assert version["gitVersion"] == pinned
     assert version["minor"] == pinned.split(".")[1]

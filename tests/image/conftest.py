@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import cache_root, file_lock
 from tests.pins import PINS
+from tests.ports import free_port
 
 CONTEXT = Path(__file__).resolve().parents[2] / "image"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -121,14 +122,6 @@ def make_standin_base() -> str:
             _run(["podman", "import", "-", ref], stdin=tar.stdout, timeout=600)
             tar.wait()
     return ref
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now, on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
