@@ -12,7 +12,7 @@ CHECKSUM_FILE = Path(__file__).resolve().parent.parent / "image" / "checksums" /
 # NVIDIA-Linux-<arch>-<version>.run).
 NVIDIA_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
-_LINE_RE = re.compile(r"^[0-9a-f]{64}\s+\*?NVIDIA-Linux-(x86_64|aarch64)-([0-9.]+)\.run$")
+_LINE_RE = re.compile(r"[0-9a-f]{64}\s+\*?NVIDIA-Linux-(x86_64|aarch64)-([0-9.]+)\.run")
 
 
 def parse_checksums(text: str) -> frozenset[tuple[str, str]]:
@@ -23,7 +23,7 @@ def parse_checksums(text: str) -> frozenset[tuple[str, str]]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        match = _LINE_RE.match(line)
+        match = _LINE_RE.fullmatch(line)
         if match is not None:
             pairs.add((by_nvidia[match.group(1)], match.group(2)))
     return frozenset(pairs)

@@ -32,21 +32,21 @@ DEFAULT_DEVICE_PLUGIN_IMAGE = "gcr.io/gke-release/nvidia-gpu-device-plugin:1.0.2
 
 # Target names end up in DaemonSet names (`nvidia-installer-<name>`) and label values (max 63 characters).
 MAX_TARGET_NAME = 40
-_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_PREFIX_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_LABEL_NAME_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_LABEL_PREFIX_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _REGISTRY_RE = re.compile(
-    r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*(:[0-9]+)?$"
+    r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*(:[0-9]+)?"
 )
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
+_REPOSITORY_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
 # A container image reference (distribution/reference grammar, simplified): [host[:port]/]path[:tag][@digest]
 _IMAGE_RE = re.compile(
-    rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+    rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
 )
-_DIGEST_RE = re.compile(r"@sha256:[a-f0-9]{64}$")
-_MODULE_PARAM_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*=\S+$")
+_DIGEST_RE = re.compile(r"@sha256:[a-f0-9]{64}\Z")
+_MODULE_PARAM_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*=\S+")
 
 DNS_LABEL_FORM = "a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric)"
 IMAGE_FORM = "an image reference like registry.example.com/repo/name:tag or ...@sha256:<64 hex>"
@@ -58,7 +58,7 @@ def is_digest_pinned(image: str) -> bool:
 
 
 def _check_image(value: str | None) -> str | None:
-    if value is not None and not _IMAGE_RE.match(value):
+    if value is not None and not _IMAGE_RE.fullmatch(value):
         raise ValueError(f"expected {IMAGE_FORM}")
     return value
 
@@ -108,14 +108,14 @@ class RegistryConfig(_Model):
     @field_validator("server")
     @classmethod
     def _server(cls, value: str) -> str:
-        if not _REGISTRY_RE.match(value):
+        if not _REGISTRY_RE.fullmatch(value):
             raise ValueError("expected a registry host[:port] like registry.example.com (no scheme, no path)")
         return value
 
     @field_validator("repository")
     @classmethod
     def _repository(cls, value: str) -> str:
-        if not _REPOSITORY_RE.match(value):
+        if not _REPOSITORY_RE.fullmatch(value):
             raise ValueError("expected a lowercase repository path like gpu/nvidia-driver")
         return value
 
@@ -147,8 +147,8 @@ class NodeRequirement(_Model):
     @classmethod
     def _key(cls, value: str) -> str:
         prefix, _, name = value.rpartition("/")
-        prefix_ok = not prefix or (len(prefix) <= 253 and _LABEL_PREFIX_RE.match(prefix))
-        if not (prefix_ok and len(name) <= 63 and _LABEL_NAME_RE.match(name)):
+        prefix_ok = not prefix or (len(prefix) <= 253 and _LABEL_PREFIX_RE.fullmatch(prefix))
+        if not (prefix_ok and len(name) <= 63 and _LABEL_NAME_RE.fullmatch(name)):
             raise ValueError(
                 "expected a label key: [dns-prefix/]name, name up to 63 alphanumerics, '-', '_', '.'"
             )
@@ -158,7 +158,7 @@ class NodeRequirement(_Model):
     @classmethod
     def _values(cls, value: list[str] | None) -> list[str] | None:
         for item in value or []:
-            if len(item) > 63 or (item and not _LABEL_NAME_RE.match(item)):
+            if len(item) > 63 or (item and not _LABEL_NAME_RE.fullmatch(item)):
                 raise ValueError(
                     f"{item!r} is not a label value; expected up to 63 alphanumerics, '-', '_', '.'"
                 )
@@ -199,7 +199,7 @@ class TargetConfig(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if len(value) > MAX_TARGET_NAME or not _DNS_LABEL_RE.match(value):
+        if len(value) > MAX_TARGET_NAME or not _DNS_LABEL_RE.fullmatch(value):
             raise ValueError(f"expected {DNS_LABEL_FORM}, at most {MAX_TARGET_NAME} characters")
         return value
 
@@ -298,7 +298,7 @@ class ModuleParametersConfig(_Model):
     @classmethod
     def _params(cls, value: list[str]) -> list[str]:
         for item in value:
-            if not _MODULE_PARAM_RE.match(item):
+            if not _MODULE_PARAM_RE.fullmatch(item):
                 raise ValueError(f"{item!r} is not NAME=VALUE; expected {_PARAMS_FORM}")
         return value
 
@@ -333,7 +333,7 @@ class StackConfig(_Model):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
-        if len(value) > 63 or not _DNS_LABEL_RE.match(value):
+        if len(value) > 63 or not _DNS_LABEL_RE.fullmatch(value):
             raise ValueError(f"expected {DNS_LABEL_FORM}, at most 63 characters")
         return value
 

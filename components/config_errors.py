@@ -46,13 +46,14 @@ def format_path(loc: Sequence[str | int]) -> str:
 
 
 def show(value: Any) -> str:
-    """A short, single-line rendering of a bad value."""
+    """A short, single-line rendering of a bad value; a long one keeps its start and its end (where a stray
+    character like a trailing newline often is)."""
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):
         return "a list"
     text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 80 else f"{text[:50]}...{text[-27:]}"
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -13,13 +13,13 @@ GL_VERSION_FORM = (
 )
 DRIVER_VERSION_FORM = "an NVIDIA driver version MAJOR.MINOR.PATCH (like 580.159.04 or 535.154.05)"
 
-_GL_RE = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*))?$")
-_DRIVER_RE = re.compile(r"^([1-9][0-9]{2})\.([0-9]{1,3})\.([0-9]{2})$")
+_GL_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*))?")
+_DRIVER_RE = re.compile(r"([1-9][0-9]{2})\.([0-9]{1,3})\.([0-9]{2})")
 
 
 def parse_gl_version(text: str) -> tuple[int, ...]:
     """Returns the numeric parts of a Garden Linux version, or raises ValueError naming the expected form."""
-    match = _GL_RE.match(text)
+    match = _GL_RE.fullmatch(text)
     if match is None:
         raise ValueError(f"expected {GL_VERSION_FORM}")
     parts = tuple(int(p) for p in match.groups() if p is not None)
@@ -39,7 +39,7 @@ def gl_at_least(version: str, minimum: tuple[int, ...]) -> bool:
 
 def parse_driver_version(text: str) -> tuple[int, int, int]:
     """Returns (branch, minor, patch) of an NVIDIA driver version, or raises ValueError."""
-    match = _DRIVER_RE.match(text)
+    match = _DRIVER_RE.fullmatch(text)
     if match is None:
         raise ValueError(f"expected {DRIVER_VERSION_FORM}")
     branch, minor, patch = (int(p) for p in match.groups())
