@@ -46,6 +46,7 @@ _IMAGE_RE = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
 )
 _DIGEST_RE = re.compile(r"@sha256:[a-f0-9]{64}\Z")
+_USERNAME_RE = re.compile(r"[^:\s]+")
 _MODULE_PARAM_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*=\S+")
 
 DNS_LABEL_FORM = "a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric)"
@@ -92,7 +93,9 @@ class RegistryConfig(_Model):
 
     server: str = Field(description="a registry host[:port] like registry.example.com")
     repository: str = Field(description="a lowercase repository path like gpu/nvidia-driver")
-    username: str | None = Field(None, min_length=1, description="the registry user name")
+    username: str | None = Field(
+        None, min_length=1, description="the registry user name (no ':' and no whitespace)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -110,6 +113,17 @@ class RegistryConfig(_Model):
     def _server(cls, value: str) -> str:
         if not _REGISTRY_RE.fullmatch(value):
             raise ValueError("expected a registry host[:port] like registry.example.com (no scheme, no path)")
+        return value
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str | None) -> str | None:
+        # The pull Secret's `auth` is base64("<user>:<password>"), split at the first ':' by the kubelet.
+        if value is not None and not _USERNAME_RE.fullmatch(value):
+            raise ValueError(
+                "expected a registry user name without ':' or whitespace (the pull Secret's auth is "
+                "user:password, split at the first ':')"
+            )
         return value
 
     @field_validator("repository")

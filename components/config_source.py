@@ -56,32 +56,63 @@ def _check_default_providers(raw: RawConfig, problems: list[str]) -> None:
     except json.JSONDecodeError:
         disabled = None
     if not (isinstance(disabled, list) and ("kubernetes" in disabled or "*" in disabled)):
+        shown = (
+            "(value not shown: marked secret)"
+            if DISABLE_DEFAULT_PROVIDERS in raw.secret_keys
+            else show(value)
+        )
         problems.append(
-            f"{DISABLE_DEFAULT_PROVIDERS}: {show(value)} does not disable the default Kubernetes provider "
+            f"{DISABLE_DEFAULT_PROVIDERS}: {shown} does not disable the default Kubernetes provider "
             f"(a forgotten provider would apply to your current kubectl context); expected a list holding "
             f"kubernetes: pulumi config set --path '{DISABLE_DEFAULT_PROVIDERS}[0]' kubernetes"
         )
 
 
+def _secret_setting(key: str, raw: RawConfig, problems: list[str]) -> SecretRef:
+    """One of SECRET_KEYS: it must be stored as a secret and not be empty; its value stays unread."""
+    full_key = f"{PROJECT}:{key}"
+    if full_key not in raw.secret_keys:
+        problems.append(
+            f"{key}: stored in plain text (value not shown); expected a secret: "
+            f"pulumi config set --secret {key} ... (and rotate it: it is in the stack file)"
+        )
+    value = raw.values.get(full_key)
+    if isinstance(value, str) and not value.strip():
+        problems.append(f"{key}: empty; expected a non-empty secret: pulumi config set --secret {key} ...")
+    return SecretRef(key)
+
+
+def _secret_marked(key: str) -> str:
+    """The problem of a setting stored as a secret although its value ends up in plain text."""
+    return (
+        f"{key}: marked secret (value not shown), but only {' and '.join(SECRET_KEYS)} are kept secret: this "
+        f"setting ends up in plain text in the Kubernetes objects and the stack outputs; expected a plain "
+        f"value: pulumi config rm {key}, then pulumi config set --path {key} ... without --secret"
+    )
+
+
 def build_stack_config(raw: RawConfig) -> StackConfig:
-    """Validates the raw config; raises ConfigError with every problem found, one per line."""
+    """Validates the raw config; raises ConfigError with every problem found, one per line.
+
+    A project setting marked secret other than SECRET_KEYS is refused and the models do not run: a model's
+    message could echo the value (or a value derived from it) under any key."""
     problems: list[str] = []
     _check_default_providers(raw, problems)
     data: dict[str, Any] = {}
+    refused: list[str] = []
     prefix = f"{PROJECT}:"
     for full_key, value in raw.values.items():
         if not full_key.startswith(prefix):
             continue
         key = full_key[len(prefix) :]
         if key in SECRET_KEYS:
-            if full_key not in raw.secret_keys:
-                problems.append(
-                    f"{key}: stored in plain text (value not shown); expected a secret: "
-                    f"pulumi config set --secret {key} ... (and rotate it: it is in the stack file)"
-                )
-            data[key] = SecretRef(key)
-            continue
-        data[key] = _decode(key, value, problems)
+            data[key] = _secret_setting(key, raw, problems)
+        elif full_key in raw.secret_keys:
+            refused.append(_secret_marked(key))
+        else:
+            data[key] = _decode(key, value, problems)
+    if refused:
+        raise ConfigError([*problems, *refused])
     try:
         config = StackConfig.model_validate(data)
     except ValidationError as exc:
