@@ -18,6 +18,7 @@ from components import selection
 from components.checksums import CHECKSUM_FILE, NVIDIA_ARCH, available_checksums
 from components.compatibility import FIRST_OPEN_MODULE_BRANCH, incompatibility
 from components.config_errors import ConfigRuleError
+from components.image_key import ImageKey
 from components.versions import (
     DRIVER_VERSION_FORM,
     GL_VERSION_FORM,
@@ -272,9 +273,15 @@ class TargetConfig(_Model):
         user = [r.requirement() for r in self.node_selector] if self.node_selector else None
         return selection.target_selection(self.arch, user, self.gl_version)
 
-    def image_key(self) -> tuple[str, str, str, str, str]:
+    def image_key(self) -> ImageKey:
         """What the driver image depends on: targets with equal keys share one image."""
-        return (self.driver_version, self.gl_version, self.arch, self.flavour, self.module_type)
+        return ImageKey(
+            driver_version=self.driver_version,
+            gl_version=self.gl_version,
+            arch=self.arch,
+            flavour=self.flavour,
+            module_type=self.module_type,
+        )
 
 
 class TimeSharingConfig(_Model):
@@ -462,7 +469,7 @@ class StackConfig(_Model):
                 )
         return self
 
-    def image_keys(self) -> list[tuple[str, str, str, str, str]]:
+    def image_keys(self) -> list[ImageKey]:
         """The distinct driver images, in first-use order."""
         return list(dict.fromkeys(t.image_key() for t in self.targets))
 

@@ -8,6 +8,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import ImageConfig, RegistryConfig
+from components.image_key import ImageKey
 from components.specs import image_name, image_tag
 
 # Paths relative to the project directory, where Pulumi runs the program (pulumi-docker resolves both
@@ -18,13 +19,10 @@ DOCKERFILE = "image/Dockerfile"
 
 @dataclass(frozen=True)
 class DriverImageArgs:
-    """What one image build needs: its inputs, the registry and the (secret) registry password."""
+    """What one image build needs: its identity (the build inputs), the registry and the (secret)
+    registry password."""
 
-    driver_version: str
-    gl_version: str
-    arch: str
-    flavour: str
-    module_type: str
+    key: ImageKey
     registry: RegistryConfig
     password: pulumi.Output[str] | None
     settings: ImageConfig
@@ -32,12 +30,13 @@ class DriverImageArgs:
 
 def build_args(args: DriverImageArgs) -> dict[str, str]:
     """The Dockerfile build arguments, exactly as docs/architecture.md lists them."""
+    key = args.key
     values = {
-        "ARCH": args.arch,
-        "DRIVER_VERSION": args.driver_version,
-        "GL_VERSION": args.gl_version,
-        "KERNEL_FLAVOUR": args.flavour,
-        "MODULE_TYPE": args.module_type,
+        "ARCH": key.arch,
+        "DRIVER_VERSION": key.driver_version,
+        "GL_VERSION": key.gl_version,
+        "KERNEL_FLAVOUR": key.flavour,
+        "MODULE_TYPE": key.module_type,
         "LOAD_CHECK": "on" if args.settings.load_check else "off",
         # The product path: NVIDIA's checksum-verified .run (the Debian source exists for tests only).
         "DRIVER_SOURCE": "nvidia",
@@ -57,15 +56,14 @@ class DriverImage(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DriverImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nvidia-installer:driver_image:DriverImage", name, None, opts)
-        tag = image_tag(args.driver_version, args.gl_version, args.flavour, args.arch, args.module_type)
-        self.image_name = image_name(args.registry.server, args.registry.repository, tag)
+        self.image_name = image_name(args.registry.server, args.registry.repository, image_tag(args.key))
         image = docker.Image(
             f"{name}-image",
             image_name=self.image_name,
             build=docker.DockerBuildArgs(
                 context=BUILD_CONTEXT,
                 dockerfile=DOCKERFILE,
-                platform=f"linux/{args.arch}",
+                platform=f"linux/{args.key.arch}",
                 args=build_args(args),
             ),
             registry=self._registry(args),

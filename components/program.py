@@ -13,10 +13,9 @@ from components.cluster import cluster_provider
 from components.config import StackConfig, TargetConfig, is_digest_pinned
 from components.device_plugin import DevicePlugin, DevicePluginArgs
 from components.driver_image import DriverImage, DriverImageArgs
+from components.image_key import ImageKey
 from components.installer import Installer, InstallerArgs
 from components.pull_secret import PullSecret, PullSecretArgs
-
-ImageKey = tuple[str, str, str, str, str]
 
 
 def _pull_secret(config: StackConfig, opts: pulumi.ResourceOptions) -> pulumi.Output[str] | None:
@@ -38,19 +37,8 @@ def _built_images(config: StackConfig) -> dict[ImageKey, pulumi.Input[str]]:
     password = config.registry_password.output() if config.registry_password is not None else None
     images: dict[ImageKey, pulumi.Input[str]] = {}
     for key in config.image_keys():
-        driver, gl_version, arch, flavour, module_type = key
-        args = DriverImageArgs(
-            driver_version=driver,
-            gl_version=gl_version,
-            arch=arch,
-            flavour=flavour,
-            module_type=module_type,
-            registry=registry,
-            password=password,
-            settings=config.image,
-        )
-        tag = specs.image_tag(driver, gl_version, flavour, arch, module_type)
-        image = DriverImage(f"driver-{tag}", args)
+        args = DriverImageArgs(key=key, registry=registry, password=password, settings=config.image)
+        image = DriverImage(f"driver-{specs.image_tag(key)}", args)
         images[key] = image.repo_digest
     return images
 

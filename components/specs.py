@@ -15,6 +15,7 @@ from typing import Any
 
 from pulumi import Input
 
+from components.image_key import ImageKey
 from components.selection import Requirement
 
 PART_OF = "nvidia-installer"
@@ -72,9 +73,9 @@ def content_name(base: str, data: Mapping[str, str]) -> str:
     return f"{base}-{digest[:8]}"
 
 
-def image_tag(driver: str, gl_version: str, flavour: str, arch: str, module_type: str) -> str:
+def image_tag(key: ImageKey) -> str:
     """The tag of one driver image: every input of the build is visible in it."""
-    return f"{driver}-gl{gl_version}-{flavour}-{arch}-{module_type}"
+    return f"{key.driver_version}-gl{key.gl_version}-{key.flavour}-{key.arch}-{key.module_type}"
 
 
 def image_name(server: str, repository: str, tag: str) -> str:
