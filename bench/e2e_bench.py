@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.controlplane import ControlPlane
+from tests.e2e.controlplane import ETCD, ControlPlane
 from tests.e2e.kubelet import FakeKubelet
 from tests.e2e.pulumi_cli import ROOT, Project, install_provider
 
@@ -147,7 +147,7 @@ def main() -> int:
         home = work / "pulumi-home"
         home.mkdir()
         install_provider(tools, home)
-        plane = ControlPlane(work / "control-plane", tools, ROOT / ".venv" / "bin" / "etcd").start()
+        plane = ControlPlane(work / "control-plane", tools, ETCD).start()
         kubelet = FakeKubelet(plane.api).start()
         try:
             for size in SIZES:

@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import cache_root, cached_driver_tree, modules_factory, run_compile
+from tests.cache import cache_root
 from tests.containers import PODMAN_RUN
-from tests.image.conftest import build_image, make_standin_base, push_image, running_registry
+from tests.image.compile_cache import cached_driver_tree, modules_factory, run_compile
+from tests.image.images import build_image, make_standin_base, push_image, running_registry
 from tests.pins import PINS
 
 ROOT = Path(__file__).resolve().parents[1]

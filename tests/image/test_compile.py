@@ -1,7 +1,7 @@
 """Real module compiles: NVIDIA's sources as Debian packages them against real Debian kernel headers.
 
-Each (kernel, module type) compiles once per cache key (tests/conftest.py); the QEMU load-check tests
-reuse the same builds. Pins: tests/pins.env.
+Each (kernel, module type) compiles once per cache key (tests/image/compile_cache.py); the QEMU
+load-check tests reuse the same builds. Pins: tests/pins.env.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CompiledModules, run_compile
+from tests.image.compile_cache import CompiledModules, run_compile
 from tests.pins import PINS
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.containers import PODMAN_RUN
-from tests.image.conftest import Pushed, build_image, push_image, run_ok
+from tests.image.images import Pushed, build_image, push_image, run_ok
 from tests.pins import PINS
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CompiledModules
+from tests.image.compile_cache import CompiledModules
 from tests.pins import PINS
 from tests.verify.verdict_run import parse_env
 

@@ -1,8 +1,9 @@
 """Slow tier: real modules booted under QEMU (TCG) in their real Debian kernel, and negative controls.
 
-Modules come from the shared `compiled_modules` fixture (tests/conftest.py: compiled once, cached on
-disk). Kernel image packages are fetched by load-check.sh itself (`apt-get download`, `dpkg-deb -x`)
-into one cache for the session, so each pinned kernel is downloaded once per run.
+Modules come from the shared `compiled_modules` fixture (tests/conftest.py, backed by
+tests/image/compile_cache.py: compiled once, cached on disk). Kernel image packages are fetched by
+load-check.sh itself (`apt-get download`, `dpkg-deb -x`) into one cache for the session, so each pinned
+kernel is downloaded once per run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CompiledModules
+from tests.image.compile_cache import CompiledModules
 from tests.pins import PINS
 from tests.verify.verdict_run import LOAD_CHECK, parse_env
 
