@@ -69,26 +69,31 @@ def _project_objects() -> Iterator[dict[str, Any]]:
             yield obj
 
 
-PROJECT_OBJECTS = list(_project_objects())
+@pytest.fixture(scope="module")
+def project_objects() -> list[dict[str, Any]]:
+    """Rendered when a test asks, so a broken stack fails these tests rather than the collection."""
+    return list(_project_objects())
 
 
-def _installer() -> dict[str, Any]:
-    ds = next(o for o in PROJECT_OBJECTS if o["kind"] == "DaemonSet" and "installer" in o["metadata"]["name"])
+@pytest.fixture
+def installer(project_objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """A copy of one installer DaemonSet of the project, its image pinned by digest."""
+    ds = next(o for o in project_objects if o["kind"] == "DaemonSet" and "installer" in o["metadata"]["name"])
     ds = copy.deepcopy(ds)
     ds["spec"]["template"]["spec"]["containers"][0]["image"] = f"registry.example.com/driver@{DIGEST}"
     return ds
 
 
-def test_the_project_objects_pass_every_rule() -> None:
-    assert {o["kind"] for o in PROJECT_OBJECTS} == {"DaemonSet", "ConfigMap", "Secret"}
-    for obj in PROJECT_OBJECTS:
+def test_the_project_objects_pass_every_rule(project_objects: list[dict[str, Any]]) -> None:
+    assert {o["kind"] for o in project_objects} == {"DaemonSet", "ConfigMap", "Secret"}
+    for obj in project_objects:
         assert violations(obj) == {}, obj["metadata"]["name"]
 
 
-def test_defaults_match_what_the_specs_use() -> None:
+def test_defaults_match_what_the_specs_use(project_objects: list[dict[str, Any]]) -> None:
     host_paths = {
         v["hostPath"]["path"]
-        for o in PROJECT_OBJECTS if o["kind"] == "DaemonSet"
+        for o in project_objects if o["kind"] == "DaemonSet"
         for v in _pod(o)["volumes"] if "hostPath" in v
     }  # fmt: skip
     # Every path the project mounts is allowed, and every allowed root is used (no stale entry).
@@ -96,14 +101,14 @@ def test_defaults_match_what_the_specs_use() -> None:
         assert any(p == root or p.startswith(root + "/") for p in host_paths), root
     privileged = {
         (o["metadata"]["name"], c["name"])
-        for o in PROJECT_OBJECTS if o["kind"] == "DaemonSet"
+        for o in project_objects if o["kind"] == "DaemonSet"
         for c in _pod(o)["containers"] if c.get("securityContext", {}).get("privileged")
     }  # fmt: skip
     assert {c for _, c in privileged} == {e["container"] for e in rules.DEFAULT_PRIVILEGED}
 
 
-def test_tag_image_is_reported_unless_allowed() -> None:
-    ds = _installer()
+def test_tag_image_is_reported_unless_allowed(installer: dict[str, Any]) -> None:
+    ds = installer
     _pod(ds)["containers"][0]["image"] = "registry.example.com/driver:580"
     assert list(violations(ds)) == ["images-pinned-by-digest"]
     allowed = {"images-pinned-by-digest": {"tagImagesAllowed": [
@@ -111,14 +116,14 @@ def test_tag_image_is_reported_unless_allowed() -> None:
     assert violations(ds, allowed) == {}
 
 
-def test_unknown_image_during_preview_is_not_reported() -> None:
-    ds = _installer()
+def test_unknown_image_during_preview_is_not_reported(installer: dict[str, Any]) -> None:
+    ds = installer
     _pod(ds)["containers"][0]["image"] = rules.UNKNOWN
     assert violations(ds) == {}
 
 
-def test_privileged_container_needs_an_entry_with_a_reason() -> None:
-    ds = _installer()
+def test_privileged_container_needs_an_entry_with_a_reason(installer: dict[str, Any]) -> None:
+    ds = installer
     ds["metadata"]["name"] = "other-agent"
     assert list(violations(ds)) == ["privileged-only-where-allowed"]
     no_reason = {"privileged-only-where-allowed": {"privilegedAllowed": [
@@ -134,9 +139,9 @@ def test_privileged_container_needs_an_entry_with_a_reason() -> None:
     [("priorityClassName", "system-cluster-critical", "priorityClassName"), (None, "gpu", "namespace 'gpu'")],
 )
 def test_daemonset_must_be_node_critical_in_an_allowed_namespace(
-    field: str | None, value: str, fragment: str
+    field: str | None, value: str, fragment: str, installer: dict[str, Any]
 ) -> None:
-    ds = _installer()
+    ds = installer
     if field:
         _pod(ds)[field] = value
     else:
@@ -146,11 +151,11 @@ def test_daemonset_must_be_node_critical_in_an_allowed_namespace(
     assert fragment in found["daemonsets-node-critical-in-allowed-namespace"][0]
 
 
-def test_registry_credentials_outside_a_secret_are_reported() -> None:
+def test_registry_credentials_outside_a_secret_are_reported(installer: dict[str, Any]) -> None:
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "leak"},
                   "data": {"config.json": '{"auths": {"r.example.com": {"auth": "eDp5"}}}'}}  # fmt: skip
     assert list(violations(config_map)) == ["registry-credentials-only-in-secrets"]
-    ds = _installer()
+    ds = installer
     _pod(ds)["containers"][0]["env"].append({"name": "REGISTRY_PASSWORD", "value": "hunter2"})
     assert list(violations(ds)) == ["registry-credentials-only-in-secrets"]
     _pod(ds)["containers"][0]["env"][-1] = {
@@ -158,24 +163,24 @@ def test_registry_credentials_outside_a_secret_are_reported() -> None:
     assert violations(ds) == {}
 
 
-def test_container_without_requests_is_reported() -> None:
-    ds = _installer()
+def test_container_without_requests_is_reported(installer: dict[str, Any]) -> None:
+    ds = installer
     del _pod(ds)["containers"][0]["resources"]["requests"]["memory"]
     found = violations(ds)
     assert list(found) == ["requests-on-every-container"]
     assert "no memory request" in found["requests-on-every-container"][0]
 
 
-def test_host_path_outside_the_list_is_reported() -> None:
-    ds = _installer()
+def test_host_path_outside_the_list_is_reported(installer: dict[str, Any]) -> None:
+    ds = installer
     _pod(ds)["volumes"].append({"name": "root", "hostPath": {"path": "/"}})
     found = violations(ds)
     assert list(found) == ["host-paths-allowed"]
     assert "hostPath '/'" in found["host-paths-allowed"][0]
 
 
-def test_rules_read_deployments_too() -> None:
-    ds = _installer()
+def test_rules_read_deployments_too(installer: dict[str, Any]) -> None:
+    ds = installer
     deployment = {**ds, "kind": "Deployment", "spec": {**ds["spec"], "replicas": 1}}
     _pod(deployment)["containers"][0]["image"] = "busybox"
     assert "images-pinned-by-digest" in violations(deployment)
