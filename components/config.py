@@ -268,6 +268,25 @@ class TargetConfig(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _selection_pins_version_and_arch(self) -> Self:
+        # An image is built for one Garden Linux kernel and one arch: on any other node it cannot load.
+        full = self.selection()
+        problem = selection.version_problem(full, self.gl_version)
+        if problem is None and not selection.pins(full, selection.ARCH_LABEL, self.arch):
+            problem = f"it can match nodes whose {selection.ARCH_LABEL} is not {self.arch}"
+        if problem is not None:
+            described = " AND ".join(r.describe() for r in full)
+            raise ConfigRuleError(
+                ["nodeSelector"],
+                f"{described} does not fit the nodes this target's image is built for (Garden Linux "
+                f"{self.gl_version}, {self.arch}): {problem}",
+                f"an expression `{selection.OS_VERSION_LABEL} In [{self.gl_version}]` (or "
+                f"`{selection.NFD_VERSION_LABEL} In [{self.gl_version}]`) in nodeSelector, "
+                "or no nodeSelector",
+            )
+        return self
+
     def selection(self) -> tuple[selection.Requirement, ...]:
         """The full node selection of this target (user expressions or the default, plus the arch)."""
         user = [r.requirement() for r in self.node_selector] if self.node_selector else None

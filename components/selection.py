@@ -14,6 +14,10 @@ ARCH_LABEL = "kubernetes.io/arch"
 # (Gardener nodes carry no OS-version label by default).
 GPU_LABEL = "gpu"
 OS_VERSION_LABEL = "os-version"
+# Node Feature Discovery's label for VERSION_ID of /etc/os-release (Garden Linux: `1877.17`, `2150.9.0`).
+NFD_VERSION_LABEL = "feature.node.kubernetes.io/system-os_release.VERSION_ID"
+# The labels that carry a node's Garden Linux version: a target's selection must pin one of them.
+VERSION_LABELS = (OS_VERSION_LABEL, NFD_VERSION_LABEL)
 
 
 @dataclass(frozen=True)
@@ -82,3 +86,23 @@ def satisfiable(reqs: Iterable[Requirement]) -> bool:
 def can_overlap(a: Sequence[Requirement], b: Sequence[Requirement]) -> bool:
     """Whether one node could match both selections: true unless some key makes them provably disjoint."""
     return satisfiable([*a, *b])
+
+
+def pins(reqs: Sequence[Requirement], key: str, value: str) -> bool:
+    """Whether every node the requirements match has label `key` equal to `value`."""
+    return not satisfiable([*reqs, Requirement(key, "NotIn", (value,))])
+
+
+def version_problem(reqs: Sequence[Requirement], gl_version: str) -> str | None:
+    """Why a target's selection could match nodes of another Garden Linux version than its own (whose
+    kernel its image was not built for), or None. A version label must hold exactly `gl_version`, and no
+    version label may exclude it (a node's labels agree on its version)."""
+    for key in VERSION_LABELS:
+        if not satisfiable([*reqs, Requirement(key, "In", (gl_version,))]):
+            return f"it rejects every node labelled {key}={gl_version}, the target's own Garden Linux version"
+    if not any(pins(reqs, key, gl_version) for key in VERSION_LABELS):
+        return (
+            f"no expression pins {' or '.join(VERSION_LABELS)} to {gl_version}, so nodes of any Garden "
+            "Linux version can match"
+        )
+    return None

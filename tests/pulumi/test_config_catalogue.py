@@ -68,7 +68,9 @@ def _prebuilt(config: Config) -> None:
         t["image"] = "registry.test:5000/gpu/driver:x@sha256:" + "a" * 64
 
 
+PIN_1877 = {"key": "os-version", "operator": "In", "values": ["1877.17"]}
 SELECTOR_OVERLAP = [
+    PIN_1877,
     {"key": "pool", "operator": "In", "values": ["a", "b"]},
 ]
 
@@ -138,7 +140,11 @@ CASES: list[Any] = [
     pytest.param(
         _both(
             _target(0, nodeSelector=SELECTOR_OVERLAP),
-            _target(1, nodeSelector=[{"key": "pool", "operator": "In", "values": ["b"]}]),
+            _target(
+                1,
+                glVersion="1877.17",
+                nodeSelector=[PIN_1877, {"key": "pool", "operator": "In", "values": ["b"]}],
+            ),
         ),
         "targets[1].nodeSelector",
         "('metal')",
@@ -147,8 +153,8 @@ CASES: list[Any] = [
     ),
     pytest.param(
         _both(
-            _target(0, nodeSelector=[{"key": "pool", "operator": "NotIn", "values": ["b"]}]),
-            _target(1, nodeSelector=[{"key": "zone", "operator": "Exists"}]),
+            _target(0, nodeSelector=[PIN_1877, {"key": "pool", "operator": "NotIn", "values": ["b"]}]),
+            _target(1, glVersion="1877.17", nodeSelector=[PIN_1877, {"key": "zone", "operator": "Exists"}]),
         ),
         "targets[1].nodeSelector",
         "('vm')",
@@ -280,6 +286,27 @@ CASES: list[Any] = [
         "kubernetes.io/arch In [arm64]",
         "some node can satisfy",
         id="selection-contradicts-arch",
+    ),
+    pytest.param(
+        _target(0, nodeSelector=[{"key": "pool", "operator": "In", "values": ["a100"]}]),
+        "targets[0].nodeSelector",
+        "pool In [a100]",
+        "os-version In [1877.17]",
+        id="selection-without-version",
+    ),
+    pytest.param(
+        _target(1, nodeSelector=[{"key": "os-version", "operator": "In", "values": ["1877.17"]}]),
+        "targets[1].nodeSelector",
+        "os-version In [1877.17]",
+        "os-version In [2150.9.0]",
+        id="selection-contradicts-gl-version",
+    ),
+    pytest.param(
+        _target(0, nodeSelector=[{"key": "os-version", "operator": "In", "values": ["1877.17", "2150.9.0"]}]),
+        "targets[0].nodeSelector",
+        "os-version In [1877.17, 2150.9.0]",
+        "os-version In [1877.17]",
+        id="selection-admits-two-gl-versions",
     ),
     pytest.param(
         _set("moduleParameters", {"nvidia": ["NVreg Foo"]}),

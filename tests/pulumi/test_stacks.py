@@ -185,7 +185,10 @@ def _sharing_targets(count: int, distinct: int) -> list[dict[str, Any]]:
     out = []
     for i in range(count):
         gl, driver, flavour = combos[i % distinct]
-        pool = [{"key": "pool", "operator": "In", "values": [f"pool-{i}"]}]
+        pool = [
+            {"key": "os-version", "operator": "In", "values": [gl]},
+            {"key": "pool", "operator": "In", "values": [f"pool-{i}"]},
+        ]
         out.append(h.target(f"t{i}", gl, driver, flavour=flavour, nodeSelector=pool))
     return out
 
@@ -218,7 +221,14 @@ def test_load_check_and_base_overrides_reach_the_build_args() -> None:
 
 def test_custom_node_selector_replaces_the_default_but_keeps_the_arch() -> None:
     driver = h.checksummed()[0]
-    selector = [{"key": "example.com/pool", "operator": "In", "values": ["a100"]}]
+    selector = [
+        {
+            "key": "feature.node.kubernetes.io/system-os_release.VERSION_ID",
+            "operator": "In",
+            "values": ["1877.17"],
+        },
+        {"key": "example.com/pool", "operator": "In", "values": ["a100"]},
+    ]
     config, secret = h.build_config([h.target("a", "1877.17", driver, nodeSelector=selector)])
     recorder, _ = h.run(config, secret)
     (term,) = _terms(_by_name(recorder, DS)["nvidia-installer-a"])
