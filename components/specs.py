@@ -35,7 +35,10 @@ HOST_ROOT = "/host"
 DEVICE_PLUGIN_BIN = "/usr/bin/nvidia-gpu-device-plugin"
 HOST_DRIVER_DIR = "/opt/nvidia-installer/driver"
 CONTAINER_DRIVER_DIR = "/usr/local/nvidia"
-DRIVER_READY_FILE = "/run/nvidia/validations/driver-ready"
+# The installer's own state: node lock, lock holder, readiness file (not /run/nvidia/validations, which
+# belongs to NVIDIA's GPU Operator and whose driver-ready its components source as shell).
+INSTALLER_STATE_DIR = "/run/nvidia-installer"
+DRIVER_READY_FILE = f"{INSTALLER_STATE_DIR}/driver-ready"
 GPU_CONFIG_DIR = "/etc/nvidia"
 GPU_CONFIG_FILE = "gpu_config.json"
 
@@ -110,11 +113,13 @@ def dockerconfigjson(server: str, username: str, password: str) -> str:
 def config_map(
     base: str, namespace: str, object_labels: Mapping[str, str], data: Mapping[str, str]
 ) -> dict[str, Any]:
-    """A ConfigMap named `content_name(base, data)`: new content, new name, so mounting pods see it."""
+    """A ConfigMap named `content_name(base, data)`: new content, new name, so mounting pods see it.
+    Immutable: the name stands for the content, so nobody may change one under a running pod."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": content_name(base, data), "namespace": namespace, "labels": dict(object_labels)},
+        "immutable": True,
         "data": dict(data),
     }
 
@@ -184,6 +189,7 @@ def installer_daemonset(
             {"name": "HOST_ROOT", "value": HOST_ROOT},
             {"name": "MODULE_TYPE", "value": module_type},
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "MODULE_PARAMETERS_FILE", "value": f"{MODULE_PARAMETERS_DIR}/{MODULE_PARAMETERS_FILE}"},
         ],
         "readinessProbe": {
@@ -197,6 +203,7 @@ def installer_daemonset(
         "volumeMounts": [
             {"name": "host-installer", "mountPath": f"{HOST_ROOT}/opt/nvidia-installer"},
             {"name": "host-run-nvidia", "mountPath": f"{HOST_ROOT}/run/nvidia"},
+            {"name": "host-run-installer", "mountPath": f"{HOST_ROOT}{INSTALLER_STATE_DIR}"},
             {"name": "host-modules", "mountPath": f"{HOST_ROOT}/lib/modules", "readOnly": True},
             {"name": "dev", "mountPath": "/dev"},
             {"name": "module-parameters", "mountPath": MODULE_PARAMETERS_DIR, "readOnly": True},
@@ -210,6 +217,7 @@ def installer_daemonset(
         "volumes": [
             _host_path("host-installer", "/opt/nvidia-installer", "DirectoryOrCreate"),
             _host_path("host-run-nvidia", "/run/nvidia", "DirectoryOrCreate"),
+            _host_path("host-run-installer", INSTALLER_STATE_DIR, "DirectoryOrCreate"),
             _host_path("host-modules", "/lib/modules", "Directory"),
             _host_path("dev", "/dev", "Directory"),
             {"name": "module-parameters", "configMap": {"name": parameters_config_map}},

@@ -39,6 +39,7 @@ DEFAULT_PRIVILEGED = [
 DEFAULT_HOST_PATHS = [
     "/opt/nvidia-installer",
     "/run/nvidia",
+    "/run/nvidia-installer",
     "/lib/modules",
     "/dev",
     "/var/lib/kubelet/device-plugins",

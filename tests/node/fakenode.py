@@ -26,13 +26,18 @@ INSTALLER = REPO / "image" / "node" / "nvidia-installer"
 STUBS = Path(__file__).with_name("stubs")
 
 # Commands that must never resolve to a real binary from these tests.
-STUBBED = ("uname", "modprobe", "rmmod", "depmod", "nvidia-smi", "nvidia-modprobe", "nvidia-persistenced")
+STUBBED = (
+    "uname", "modprobe", "rmmod", "depmod", "modinfo", "nvidia-smi", "nvidia-modprobe", "nvidia-persistenced",
+)  # fmt: skip
 NVIDIA_TOOLS = ("nvidia-smi", "nvidia-modprobe", "nvidia-persistenced")
-HOST_TOOLS = ("modprobe", "rmmod", "depmod", "uname")
+HOST_TOOLS = ("modprobe", "rmmod", "depmod", "modinfo", "uname")
+# kmod tools the real-depmod tests run for real (they only read modules and write below -b BASE).
+REAL_KMOD_TOOLS = ("depmod", "modinfo")
 # Plain tools the installer and the stubs may use (links to the real binaries).
 ALLOWED_TOOLS = (
     "bash", "cat", "cp", "mv", "ln", "rm", "mkdir", "find", "sort", "readlink", "sleep", "flock",
-    "sha256sum", "sed", "grep", "tr", "wc", "mktemp", "head", "dirname", "ls", "touch",
+    "sha256sum", "sed", "grep", "tr", "wc", "mktemp", "head", "dirname", "ls", "touch", "timeout", "du", "df",
+    "date", "sync", "xargs", "tail",
 )  # fmt: skip
 # Wrapped tools: run the real binary, but record each call (to prove "no unpack").
 SPIED_TOOLS = ("tar", "zstd")
@@ -40,6 +45,9 @@ SPIED_TOOLS = ("tar", "zstd")
 DRIVER = "580.65.06"
 KERNEL = "6.12.40-cloud-amd64"
 MODULES = ("nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm", "nvidia-peermem")
+# In-kernel modules the stand-in NVIDIA modules declare (like the real nvidia-drm.ko's .modinfo).
+MODULE_DEPENDS = {"nvidia-drm": "drm,drm_kms_helper"}
+READY_FILE = "run/nvidia-installer/driver-ready"
 
 
 @dataclass
@@ -84,8 +92,14 @@ class FakeNode:
         self.state = self.root / "state"
         self.log = self.root / "calls.log"
         self.params = self.root / "etc" / "modprobe.conf"
-        dirs = (self.host / "opt/nvidia-installer", self.host / "run/nvidia", self.dev, self.proc, self.state,
-                self.sys / "module/firmware_class/parameters", self.sys / "bus/pci/devices")  # fmt: skip
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir()
+        # The installer pod's hostPath volumes (DirectoryOrCreate) exist before the installer runs.
+        dirs = (
+            self.host / "opt/nvidia-installer", self.host / "run/nvidia", self.host / "run/nvidia-installer",
+            self.dev, self.proc, self.state,
+            self.sys / "module/firmware_class/parameters", self.sys / "bus/pci/devices",
+        )  # fmt: skip
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
         (self.sys / "module/firmware_class/parameters/path").write_text("")
@@ -101,23 +115,30 @@ class FakeNode:
     # ---- building the node ----
 
     def _make_host_kernel_tree(self) -> None:
+        """The host's module tree as a distribution installs it: modules and their modules.dep."""
         kdir = self.host / "lib/modules" / self.kernel
-        (kdir / "kernel/drivers/gpu/drm").mkdir(parents=True, exist_ok=True)
-        (kdir / "kernel/drivers/gpu/drm/drm.ko").write_text("in-kernel drm\n")
+        for rel in ("drivers/gpu/drm/drm.ko", "drivers/gpu/drm/drm_kms_helper.ko", "drivers/net/dummy.ko"):
+            (kdir / "kernel" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (kdir / "kernel" / rel).write_text(f"in-kernel {rel}\n")
+        (kdir / "modules.dep").write_text(
+            "kernel/drivers/gpu/drm/drm_kms_helper.ko: kernel/drivers/gpu/drm/drm.ko\n"
+            "kernel/drivers/gpu/drm/drm.ko:\nkernel/drivers/net/dummy.ko:\n"
+        )
         (kdir / "modules.builtin").write_text("kernel/drivers/video/fbdev/core/fb.ko\n")
 
     def _make_command_dirs(self) -> None:
         self.stubs.mkdir()
         self.tools.mkdir()
         for src in STUBS.iterdir():
-            if src.name == "depmod" and self.real_depmod:
+            if src.name in REAL_KMOD_TOOLS and self.real_depmod:
                 continue
             if src.name in HOST_TOOLS or src.name.startswith("_"):
                 (self.stubs / src.name).symlink_to(src)
         if self.real_depmod:
-            real = shutil.which("depmod", path="/usr/sbin:/sbin")
-            assert real, "kmod's depmod is needed"
-            (self.tools / "depmod").symlink_to(real)
+            for name in REAL_KMOD_TOOLS:
+                real = shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+                assert real, f"kmod's {name} is needed"
+                (self.tools / name).symlink_to(real)
         for name in ALLOWED_TOOLS:
             real = shutil.which(name)
             assert real, f"{name} is needed by the installer tests"
@@ -212,8 +233,10 @@ class FakeNode:
             shutil.rmtree(mod)
         for node in self.dev.iterdir():
             node.unlink()
-        shutil.rmtree(self.host / "run/nvidia")
+        for run_dir in ("run/nvidia", "run/nvidia-installer"):
+            shutil.rmtree(self.host / run_dir, ignore_errors=True)
         (self.host / "run/nvidia").mkdir()
+        (self.host / "run/nvidia-installer").mkdir()
         shutil.rmtree(self.proc / "driver", ignore_errors=True)
         self.log.write_text("")
 
@@ -230,6 +253,8 @@ class FakeNode:
             "USERSPACE_DIR": str(self.userspace),
             "MODULE_PARAMETERS_FILE": str(self.params),
             "NODE_NAME": "gpu-node-1",
+            "POD_NAME": "nvidia-installer-abcde",
+            "TMPDIR": str(self.tmp),
             "LOCK_TIMEOUT": "2",
             "STUB_LOG": str(self.log),
             "STUB_STATE": str(self.state),
@@ -244,7 +269,7 @@ class FakeNode:
         """Every dangerous command must resolve to a stub, on exactly the PATH the installer will use."""
         path = f"{env['USERSPACE_DIR']}/bin:{env['PATH']}"
         for name in STUBBED:
-            if name == "depmod" and self.real_depmod:
+            if name in REAL_KMOD_TOOLS and self.real_depmod:
                 continue
             found = shutil.which(name, path=path)
             assert found, f"stub {name} missing from PATH: refusing to run the installer"
@@ -272,7 +297,7 @@ class FakeNode:
             [bash, str(INSTALLER), command], env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, text=True,
         )  # fmt: skip
-        ready_file = self.host / "run/nvidia/validations/driver-ready"
+        ready_file = self.host / READY_FILE
         stale = _identity(ready_file)
         deadline = time.monotonic() + timeout
         ready = False
@@ -328,15 +353,23 @@ class FakeNode:
                     snap[rel] = ("file", path.read_bytes().hex())
         return snap
 
+    def payload_digest(self) -> str:
+        """The first 12 hex digits of sha256(SHA256SUMS): the cache key's payload part."""
+        return hashlib.sha256((self.payload / "SHA256SUMS").read_bytes()).hexdigest()[:12]
+
     def tree(self, module_type: str, driver: str | None = None) -> Path:
-        """The host cache entry for this node's kernel, a driver and a module type (pod view)."""
-        return (
-            self.host / "opt/nvidia-installer/cache" / f"{driver or self.driver}-{self.kernel}-{module_type}"
-        )
+        """The host cache entry of the current payload for a module type (pod view)."""
+        name = f"{driver or self.driver}-{self.kernel}-{module_type}-{self.payload_digest()}"
+        return self.host / "opt/nvidia-installer/cache" / name
+
+    def cache_entries(self) -> list[str]:
+        """Names of the cache's entries (also hidden ones: staging, damaged), sorted."""
+        cache = self.host / "opt/nvidia-installer/cache"
+        return sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
 
     def ready_values(self) -> dict[str, str]:
         """The readiness file's KEY=VALUE lines."""
-        text = (self.host / "run/nvidia/validations/driver-ready").read_text()
+        text = (self.host / READY_FILE).read_text()
         return dict(line.split("=", 1) for line in text.splitlines())
 
     def daemon_pid(self, name: str) -> int:
@@ -347,9 +380,14 @@ class FakeNode:
 @functools.cache
 def modules_tarball(ver: str, module_type: str) -> bytes:
     """Text stand-ins for the .ko files (the stub modprobe reads version= and type= from them)."""
-    text = "version={}\ntype={}\nname={}\n"
+    text = "version={}\ntype={}\nname={}\ndepends={}\n"
     return tar_zstd(
-        {f"kernel-{module_type}/{m}.ko": text.format(ver, module_type, m).encode() for m in MODULES}
+        {
+            f"kernel-{module_type}/{m}.ko": text.format(
+                ver, module_type, m, MODULE_DEPENDS.get(m, "")
+            ).encode()
+            for m in MODULES
+        }
     )
 
 

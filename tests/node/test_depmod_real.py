@@ -9,6 +9,8 @@ the installer puts into its tree.
 from __future__ import annotations
 
 import lzma
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,12 @@ def _real_module(rel: str) -> bytes:
     return lzma.decompress(path.read_bytes())
 
 
+def _depmod() -> str:
+    found = shutil.which("depmod", path="/usr/sbin:/sbin")
+    assert found, "kmod's depmod is needed"
+    return found
+
+
 def test_real_depmod_resolves_in_kernel_dependency_through_host_link(tmp_path: Path) -> None:
     helper = _real_module("drivers/gpu/drm/drm_kms_helper")
     leaf = _real_module("lib/crc-itu-t")
@@ -36,6 +44,13 @@ def test_real_depmod_resolves_in_kernel_dependency_through_host_link(tmp_path: P
     drm_dir = node.host / "lib/modules" / KERNEL / "kernel/drivers/gpu/drm"
     (drm_dir / "drm.ko").unlink()
     (drm_dir / "drm.ko.xz").write_bytes((REAL_MODULES / "drivers/gpu/drm/drm.ko.xz").read_bytes())
+    # The host's modules.dep, as the distribution's depmod wrote it when the kernel was installed.
+    for stale in ("drm_kms_helper.ko", "../../net/dummy.ko"):
+        (drm_dir / stale).unlink()
+    host_kdir = node.host / "lib/modules" / KERNEL
+    (host_kdir / "modules.dep").unlink()
+    subprocess.run([_depmod(), "-b", str(node.host), KERNEL], check=True, capture_output=True)
+    assert "kernel/drivers/gpu/drm/drm.ko.xz:" in (host_kdir / "modules.dep").read_text()
     node.make_payload(ko_files={"nvidia.ko": helper, "nvidia-uvm.ko": leaf})
     # Stop at the first modprobe: the tree is complete and switched by then; nothing needs a loaded module.
     node.env_extra["FAKE_MODPROBE_FAIL"] = "nvidia"

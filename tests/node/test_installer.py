@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.node.fakenode import DRIVER, INSTALLER, KERNEL, FakeNode, is_running
+from tests.node.fakenode import DRIVER, INSTALLER, KERNEL, READY_FILE, FakeNode, is_running
 
 OLD_DRIVER = "570.124.06"
 NEW_DRIVER = "580.82.07"
@@ -49,9 +49,18 @@ def test_fresh_install_fills_host_layout_loads_and_gets_ready(node: FakeNode) ->
     assert (tree / "vulkan/icd.d/nvidia_icd.json").is_file()
     kdir = tree / "lib/modules" / KERNEL
     assert "type=open" in (kdir / "nvidia/nvidia.ko").read_text()
-    # In-kernel dependencies resolve through a relative link to the host's own tree, in pod and host view.
-    assert (kdir / "kernel").resolve() == (node.host / "lib/modules" / KERNEL / "kernel").resolve()
-    assert not os.readlink(kdir / "kernel").startswith("/")
+    # The in-kernel modules nvidia-drm declares (drm, drm_kms_helper) and theirs resolve through relative
+    # links to the host's own files, valid in the pod's and the host's view; nothing else of the host tree.
+    host_kdir = node.host / "lib/modules" / KERNEL
+    linked = sorted(str(p.relative_to(kdir)) for p in (kdir / "kernel").rglob("*.ko"))
+    assert linked == ["kernel/drivers/gpu/drm/drm.ko", "kernel/drivers/gpu/drm/drm_kms_helper.ko"]
+    for rel in linked:
+        assert (kdir / rel).is_symlink() and not os.readlink(kdir / rel).startswith("/")
+        assert (kdir / rel).resolve() == (host_kdir / rel).resolve()
+        host_view = Path("/opt/nvidia-installer/cache", key, "lib/modules", KERNEL, rel).parent / os.readlink(
+            kdir / rel
+        )
+        assert os.path.normpath(host_view) == f"/lib/modules/{KERNEL}/{rel}"
     assert (kdir / "modules.builtin").is_file()
     # Symlinks: the device plugin's host path and NVIDIA's driver root.
     assert os.readlink(node.host / "opt/nvidia-installer/driver") == f"cache/{key}"
@@ -61,10 +70,14 @@ def test_fresh_install_fills_host_layout_loads_and_gets_ready(node: FakeNode) ->
     assert fw_param.read_text() == f"/opt/nvidia-installer/cache/{key}/firmware"
     # depmod ran on the staging dir, modprobe on the final tree with the parameters file.
     assert node.calls("depmod") == [["-b", str(tree.parent / f".staging-{key}.{_staging_pid(node)}"), KERNEL]]
+    # modprobe reads the installer's private, validated copy of the parameters file, never the mounted one.
+    conf = node.calls("modprobe")[0][3]
+    assert Path(conf).parent.parent == node.tmp and Path(conf).name == "modprobe.conf"
     assert node.calls("modprobe") == [
-        ["-d", str(tree), "-C", str(node.params), "nvidia"],
-        ["-d", str(tree), "-C", str(node.params), "nvidia-uvm"],
+        ["-d", str(tree), "-C", conf, "nvidia"],
+        ["-d", str(tree), "-C", conf, "nvidia-uvm"],
     ]
+    assert not list(node.tmp.iterdir()), "the work dir outlived the installer"
     assert (node.sys / "module/nvidia/version").read_text().strip() == DRIVER
     assert {p.name for p in node.dev.iterdir()} >= {"nvidiactl", "nvidia0", "nvidia-uvm"}
     assert node.calls("nvidia-persistenced") == [["--foreground"]]
@@ -72,9 +85,10 @@ def test_fresh_install_fills_host_layout_loads_and_gets_ready(node: FakeNode) ->
     assert node.calls("nvidia-smi") == [["ready-file-present=no"]]
     assert node.ready_values() == {
         "DRIVER_VERSION": DRIVER, "KERNEL_NAME": KERNEL, "MODULE_TYPE": "open",
-        "DRIVER_ROOT": "/opt/nvidia-installer/driver", "NODE_NAME": "gpu-node-1",
+        "DRIVER_ROOT": "/opt/nvidia-installer/driver", "TREE": key, "NODE_NAME": "gpu-node-1",
     }  # fmt: skip
-    assert (node.host / "run/nvidia/validations/.driver-ctr-ready").is_file()
+    # NVIDIA's GPU Operator owns /run/nvidia/validations: nothing of ours goes there.
+    assert not (node.host / "run/nvidia/validations").exists()
     assert not list(tree.parent.glob(".staging-*"))
     assert node.calls("rmmod") == []
 
@@ -183,14 +197,14 @@ def test_foreign_driver_root_directory_is_a_conflict(node: FakeNode) -> None:
 
 
 def test_second_instance_waits_for_lock_then_gives_up(node: FakeNode) -> None:
-    fd = os.open(node.host / "run/nvidia", os.O_RDONLY)
+    fd = os.open(node.host / "run/nvidia-installer", os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         node.env_extra["LOCK_TIMEOUT"] = "0"
         run = node.run()
     finally:
         os.close(fd)
-    assert run.rc == 9 and "holds the lock" in run.first_error
+    assert run.rc == 9 and "still held after 0s by an unknown process" in run.first_error
     assert node.calls("modprobe") == []
 
 
@@ -219,7 +233,7 @@ def test_module_type_decision(tmp_path: Path, driver: str, device: str, explicit
     assert (
         f"type={expected}" in (node.tree(expected) / "lib/modules" / KERNEL / "nvidia/nvidia.ko").read_text()
     )
-    assert node.calls("zstd")[0][-1].endswith(f"modules-{expected}.tar.zst")
+    assert {Path(c[c.index("-f") + 1]).name for c in node.calls("tar")} == {f"modules-{expected}.tar.zst"}
 
 
 def test_one_pre_turing_gpu_among_new_ones_means_proprietary(node: FakeNode) -> None:
@@ -271,8 +285,7 @@ def test_other_driver_loaded_and_busy_stops_naming_the_process(node: FakeNode) -
     node.load_module("nvidia_uvm", OLD_DRIVER, refcnt=1)
     node.add_process(4242, "python3", ("/dev/nvidia0", "/dev/nvidiactl", "/dev/pts/0"))
     node.add_process(777, "bash", ("/dev/null",))
-    (node.host / "run/nvidia/validations").mkdir()
-    (node.host / "run/nvidia/validations/driver-ready").write_text(f"DRIVER_VERSION={OLD_DRIVER}\n")
+    (node.host / READY_FILE).write_text(f"DRIVER_VERSION={OLD_DRIVER}\n")
     before = node.snapshot()
     run = node.run()
     assert run.rc == 6
@@ -328,7 +341,7 @@ def test_crash_between_staging_and_switch_leaves_old_tree_then_rerun_finishes(no
     node.make_payload(driver=NEW_DRIVER)
     node.make_userspace(driver=NEW_DRIVER)
     node.driver = NEW_DRIVER
-    node.env_extra["FAKE_DEPMOD_HANG"] = "1"
+    node.env_extra["FAKE_HANG"] = "depmod"
     crashed = node.run(sigterm=False, hang_marker="depmod-running")
     assert not crashed.ready
     cache = node.host / "opt/nvidia-installer/cache"
@@ -337,9 +350,9 @@ def test_crash_between_staging_and_switch_leaves_old_tree_then_rerun_finishes(no
     assert _tree_state(old_tree) == old_state
     assert not node.tree("open").exists()
     assert len(list(cache.glob(".staging-*"))) == 1
-    assert not (node.host / "run/nvidia/validations/driver-ready").exists()
+    assert not (node.host / READY_FILE).exists()
 
-    del node.env_extra["FAKE_DEPMOD_HANG"]
+    del node.env_extra["FAKE_HANG"]
     run = node.run()
     assert run.rc == 0 and run.ready, run.stderr
     assert "removing leftover" in run.stderr
@@ -350,11 +363,11 @@ def test_crash_between_staging_and_switch_leaves_old_tree_then_rerun_finishes(no
 
 
 def test_crash_leaves_no_half_tree_under_the_final_name(node: FakeNode) -> None:
-    node.env_extra["FAKE_DEPMOD_HANG"] = "1"
+    node.env_extra["FAKE_HANG"] = "depmod"
     node.run(sigterm=False, hang_marker="depmod-running")
     assert not node.tree("open").exists()
     assert not (node.host / "opt/nvidia-installer/driver").exists()
-    del node.env_extra["FAKE_DEPMOD_HANG"]
+    del node.env_extra["FAKE_HANG"]
     assert node.run().rc == 0
     assert (node.tree("open") / ".complete").is_file()
 
@@ -433,7 +446,7 @@ def test_modprobe_failure_is_reported_and_not_ready(node: FakeNode) -> None:
     assert run.rc == 8
     assert f"modprobe nvidia failed for driver {DRIVER} (open) on kernel {KERNEL}" in run.first_error
     assert "Invalid argument" in run.stderr
-    assert not (node.host / "run/nvidia/validations/driver-ready").exists()
+    assert not (node.host / READY_FILE).exists()
     assert node.calls("nvidia-persistenced") == []
 
 
@@ -442,7 +455,7 @@ def test_nvidia_smi_failure_stops_daemons_and_is_not_ready(node: FakeNode) -> No
     run = node.run()
     assert run.rc == 8 and "nvidia-smi failed" in run.first_error
     assert "Unable to determine the device handle" in run.stderr
-    assert not (node.host / "run/nvidia/validations/driver-ready").exists()
+    assert not (node.host / READY_FILE).exists()
     started = re.search(r"nvidia-persistenced started \(pid (\d+)\)", run.stderr)
     assert started, run.stderr
     assert not is_running(int(started.group(1)))
@@ -455,7 +468,7 @@ def test_probe(node: FakeNode) -> None:
     assert node.run("probe").rc == 1
     assert node.run().rc == 0
     assert node.run("probe").rc == 0
-    ready = node.host / "run/nvidia/validations/driver-ready"
+    ready = node.host / READY_FILE
     good = ready.read_text()
     ready.write_text(good.replace(DRIVER, OLD_DRIVER))
     probe = node.run("probe")

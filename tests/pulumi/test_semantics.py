@@ -138,10 +138,14 @@ def test_installer_follows_the_contract(name: str, ds: dict[str, Any]) -> None:
     assert env["HOST_ROOT"]["value"] == "/host"
     assert env["MODULE_TYPE"]["value"] in ("auto", "open", "proprietary")
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    # the lock holder's name in "the node lock is held by ..." messages
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["MODULE_PARAMETERS_FILE"]["value"] == "/etc/nvidia-installer/modprobe.conf"
     assert _mounts(ds) == {
         ("/opt/nvidia-installer", "/host/opt/nvidia-installer", False, "DirectoryOrCreate"),
         ("/run/nvidia", "/host/run/nvidia", False, "DirectoryOrCreate"),
+        # the installer's own lock and readiness file, apart from the GPU Operator's /run/nvidia/validations
+        ("/run/nvidia-installer", "/host/run/nvidia-installer", False, "DirectoryOrCreate"),
         ("/lib/modules", "/host/lib/modules", True, "Directory"),
         ("/dev", "/dev", False, "Directory"),
         ("cm:nvidia-installer-modprobe", "/etc/nvidia-installer", True, "configMap"),
@@ -172,7 +176,7 @@ def test_device_plugin_follows_the_contract(name: str, ds: dict[str, Any]) -> No
         ("/dev", "/dev", False, "Directory"),
         ("/opt/nvidia-installer/driver", "/usr/local/nvidia", True, "Directory"),
         # the gate: a File-typed hostPath keeps the pod from starting before the driver is ready
-        ("/run/nvidia/validations/driver-ready", "/run/nvidia/validations/driver-ready", True, "File"),
+        ("/run/nvidia-installer/driver-ready", "/run/nvidia-installer/driver-ready", True, "File"),
     }
     if sharing:
         expected.add(("cm:nvidia-device-plugin", "/etc/nvidia", True, "configMap"))
