@@ -4,9 +4,14 @@
 #
 # Usage:
 #   fetch-driver.sh fetch OUTPUT_DIR      download (us. mirror, then uk.), verify, extract to OUTPUT_DIR
+#   fetch-driver.sh check                 refuse DRIVER_VERSION/ARCH as fetch would, download nothing;
+#                                         prints the expected `<sha256>  <file name>`
 #   fetch-driver.sh verify RUN_FILE       verify a local file (its name says version and arch)
-# Environment: DRIVER_VERSION, ARCH (amd64|arm64) for fetch; CHECKSUM_FILE (default: the repository's);
-#   NVIDIA_MIRRORS (space-separated base URLs, default NVIDIA's datacenter servers).
+#   fetch-driver.sh list                  the checksum file's entries as `<sha256>  <file name>`
+# Environment: DRIVER_VERSION, ARCH (amd64|arm64) for fetch and check; CHECKSUM_FILE (default: the
+#   repository's); NVIDIA_MIRRORS (space-separated base URLs, default NVIDIA's datacenter servers).
+# The rules are the Pulumi preview's (components/versions.py, components/checksums.py): a version it
+# accepts is one this script fetches, and tests/test_contracts.py keeps the two sides equal.
 set -euo pipefail
 
 LOG_PREFIX=fetch-driver
@@ -20,22 +25,38 @@ readonly CHECKSUM_FILE="${CHECKSUM_FILE:-${HERE}/../checksums/nvidia-driver.sha2
 WORK=""
 readonly NVIDIA_MIRRORS="${NVIDIA_MIRRORS:-https://us.download.nvidia.com/tesla https://uk.download.nvidia.com/tesla}"
 
-# Prints the expected checksum of a file name, or fails when the checksum file has no line for it.
-_expected_sha256() {
-    local name="$1" sum file
+# The checksum file's entries as `<sha256> <file name>` lines, the first line of a name only. A line is
+# `<64 lowercase hex>  [*]NVIDIA-Linux-<x86_64|aarch64>-<version>.run` (CRLF, surrounding blanks and
+# `#` comments allowed); other lines are not entries.
+_checksum_entries() {
+    local line sum file seen=" "
     [[ -r "${CHECKSUM_FILE}" ]] || die "checksum file ${CHECKSUM_FILE} is missing"
+    while IFS= read -r line || [[ -n "${line}" ]]; do
+        line="${line%$'\r'}"
+        IFS=$' \t' read -r sum file <<<"${line}" || true
+        file="${file#\*}"
+        [[ "${sum}" =~ ^[0-9a-f]{64}$ && "${file}" =~ ^NVIDIA-Linux-(x86_64|aarch64)-[0-9.]+\.run$ ]] || continue
+        [[ "${seen}" == *" ${file} "* ]] && continue
+        seen+="${file} "
+        printf '%s %s\n' "${sum}" "${file}"
+    done <"${CHECKSUM_FILE}"
+}
+
+# Prints the expected checksum of a file name, or fails when the checksum file has no entry for it.
+_expected_sha256() {
+    local name="$1" entries sum file
+    entries=$(_checksum_entries) || exit 1
     while read -r sum file; do
-        [[ -z "${sum}" || "${sum}" == \#* ]] && continue
-        if [[ "${file#\*}" == "${name}" ]]; then
+        if [[ "${file}" == "${name}" ]]; then
             printf '%s\n' "${sum}"
             return 0
         fi
-    done <"${CHECKSUM_FILE}"
+    done <<<"${entries}"
     return 1
 }
 
 _known_versions() {
-    sed -n 's/^[0-9a-f]\{64\}[[:space:]]\+\*\{0,1\}NVIDIA-Linux-\(.*\)\.run$/\1/p' "${CHECKSUM_FILE}" | tr '\n' ' '
+    _checksum_entries | sed -n 's/^[0-9a-f]* NVIDIA-Linux-\(.*\)\.run$/\1/p' | tr '\n' ' '
 }
 
 _require_known() {
@@ -44,6 +65,28 @@ _require_known() {
         die "no checksum for ${name} in ${CHECKSUM_FILE} (known: $(_known_versions)); add NVIDIA's published SHA-256 for it (docs/image.md) or pick a listed version"
     fi
     printf '%s\n' "${expected}"
+}
+
+# MAJOR.MINOR.PATCH as NVIDIA numbers its drivers (580.159.04, 535.154.05): a three-digit branch, one
+# to three digits, two digits. The preview's rule (components/versions.py).
+_is_driver_version() {
+    [[ "$1" =~ ^[1-9][0-9]{2}\.[0-9]{1,3}\.[0-9]{2}$ ]]
+}
+
+# NVIDIA's file name for DRIVER_VERSION and ARCH; dies on a version the preview would refuse.
+_requested_name() {
+    local version="${DRIVER_VERSION:?DRIVER_VERSION must be set}" arch
+    arch=$(nvidia_arch "${ARCH:?ARCH must be set}") || die "ARCH='${ARCH}' is not one of: amd64 arm64"
+    _is_driver_version "${version}" ||
+        die "DRIVER_VERSION='${version}' is not an NVIDIA driver version MAJOR.MINOR.PATCH (like 580.159.04)"
+    printf 'NVIDIA-Linux-%s-%s.run\n' "${arch}" "${version}"
+}
+
+cmd_check() {
+    local name expected
+    name=$(_requested_name) || exit 1
+    expected=$(_require_known "${name}") || exit 1
+    printf '%s  %s\n' "${expected}" "${name}"
 }
 
 _verify_file() {
@@ -71,12 +114,11 @@ _download() {
 }
 
 cmd_fetch() {
-    local output="${1:?usage: fetch-driver.sh fetch OUTPUT_DIR}"
-    local version="${DRIVER_VERSION:?DRIVER_VERSION must be set}" arch name
-    arch=$(nvidia_arch "${ARCH:?ARCH must be set}") || die "ARCH='${ARCH}' is not one of: amd64 arm64"
-    name="NVIDIA-Linux-${arch}-${version}.run"
-    # Refuse an unknown version before spending time on a download.
-    _require_known "${name}" >/dev/null
+    local output="${1:?usage: fetch-driver.sh fetch OUTPUT_DIR}" version name
+    # Refuse a malformed or unknown version before spending time on a download.
+    name=$(_requested_name) || exit 1
+    _require_known "${name}" >/dev/null || exit 1
+    version="${DRIVER_VERSION}"
     WORK=$(mktemp -d)
     # A failed download or a mismatch leaves nothing behind (the installer is hundreds of MB).
     trap 'rm -rf "${WORK}"' EXIT
@@ -93,8 +135,10 @@ main() {
     shift || true
     case "${command}" in
         fetch) cmd_fetch "$@" ;;
+        check) cmd_check ;;
         verify) _verify_file "${1:?usage: fetch-driver.sh verify RUN_FILE}" ;;
-        *) die "usage: fetch-driver.sh fetch OUTPUT_DIR | verify RUN_FILE" ;;
+        list) _checksum_entries | sed 's/ /  /' ;;
+        *) die "usage: fetch-driver.sh fetch OUTPUT_DIR | check | verify RUN_FILE | list" ;;
     esac
 }
 

@@ -193,13 +193,13 @@ def test_fetch_refuses_an_unknown_version_before_any_download(checksum_file: Pat
     # A mirror that cannot answer: reaching it would give a download error, not the checksum one.
     env = {
         "CHECKSUM_FILE": str(checksum_file),
-        "DRIVER_VERSION": "999.0.0",
+        "DRIVER_VERSION": "999.0.00",
         "ARCH": "amd64",
         "NVIDIA_MIRRORS": "http://127.0.0.1:9",
     }
     result = run("fetch-driver.sh", "fetch", str(tmp_path / "out"), env=env)
     assert result.returncode != 0
-    assert "no checksum for NVIDIA-Linux-x86_64-999.0.0.run" in result.stderr
+    assert "no checksum for NVIDIA-Linux-x86_64-999.0.00.run" in result.stderr
     assert "downloading" not in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -460,25 +460,25 @@ def test_fetch_falls_back_to_the_second_mirror_verifies_and_extracts(
     mirrors: tuple[str, Path], tmp_path: Path
 ) -> None:
     urls, served = mirrors
-    digest = _serve_run(served, "580.1.2", FAKE_RUN.format(ver="580.1.2"))
+    digest = _serve_run(served, "580.10.02", FAKE_RUN.format(ver="580.10.02"))
     sums = tmp_path / "sums"
-    sums.write_text(f"{digest}  NVIDIA-Linux-x86_64-580.1.2.run\n")
-    env = {"CHECKSUM_FILE": str(sums), "DRIVER_VERSION": "580.1.2", "ARCH": "amd64", "NVIDIA_MIRRORS": urls}
+    sums.write_text(f"{digest}  NVIDIA-Linux-x86_64-580.10.02.run\n")
+    env = {"CHECKSUM_FILE": str(sums), "DRIVER_VERSION": "580.10.02", "ARCH": "amd64", "NVIDIA_MIRRORS": urls}
     result = run("fetch-driver.sh", "fetch", str(tmp_path / "driver"), env=env)
     assert result.returncode == 0, result.stderr
     assert "download from http://127.0.0.1" in result.stderr and "/missing failed" in result.stderr
-    assert "checksum ok: NVIDIA-Linux-x86_64-580.1.2.run" in result.stderr
+    assert "checksum ok: NVIDIA-Linux-x86_64-580.10.02.run" in result.stderr
     kbuild = (tmp_path / "driver" / "kernel-open" / "Kbuild").read_text()
-    assert 'NV_VERSION_STRING=\\"580.1.2\\"' in kbuild
+    assert 'NV_VERSION_STRING=\\"580.10.02\\"' in kbuild
 
 
 def test_fetch_refuses_a_download_that_does_not_match(mirrors: tuple[str, Path], tmp_path: Path) -> None:
     urls, served = mirrors
-    _serve_run(served, "580.1.2", FAKE_RUN.format(ver="580.1.2") + "# tampered\n")
+    _serve_run(served, "580.10.02", FAKE_RUN.format(ver="580.10.02") + "# tampered\n")
     sums = tmp_path / "sums"
-    sums.write_text(f"{'ab' * 32}  NVIDIA-Linux-x86_64-580.1.2.run\n")
-    env = {"CHECKSUM_FILE": str(sums), "DRIVER_VERSION": "580.1.2", "ARCH": "amd64", "NVIDIA_MIRRORS": urls}
+    sums.write_text(f"{'ab' * 32}  NVIDIA-Linux-x86_64-580.10.02.run\n")
+    env = {"CHECKSUM_FILE": str(sums), "DRIVER_VERSION": "580.10.02", "ARCH": "amd64", "NVIDIA_MIRRORS": urls}
     result = run("fetch-driver.sh", "fetch", str(tmp_path / "driver"), env=env)
     assert result.returncode != 0
-    assert f"checksum mismatch for NVIDIA-Linux-x86_64-580.1.2.run: expected {'ab' * 32}" in result.stderr
+    assert f"checksum mismatch for NVIDIA-Linux-x86_64-580.10.02.run: expected {'ab' * 32}" in result.stderr
     assert not (tmp_path / "driver").exists()
