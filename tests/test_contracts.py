@@ -256,6 +256,14 @@ def test_load_check_maps_the_machine_arch_back_like_python() -> None:
         assert result.stdout.strip() == arch
 
 
+def test_the_node_installer_maps_the_machine_arch_like_python() -> None:
+    """It compares the manifest's ARCH (ours) with `uname -m` (NVIDIA's names) before touching the host."""
+    for arch, machine in NVIDIA_ARCH.items():
+        result = bash(f"{_function(NODE, '_arch_of_machine')}\n_arch_of_machine {machine}")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == arch
+
+
 def test_load_check_guest_arches_are_the_target_arches() -> None:
     accepted = set()
     for name in ARCH_NAMES:
