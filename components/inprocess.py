@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +121,8 @@ def run_in_process(
     program under `mocks` on a fresh event loop and waits for every registration."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    workers = _WorkerLoops()
+    loop.set_default_executor(workers.executor)
     logger = logging.getLogger(f"{PROJECT}.inprocess")
     logger.propagate = False
     collect = _Collect()
@@ -132,16 +136,45 @@ def run_in_process(
         loop.run_until_complete(wait_for_rpcs())
         return InProcessRun(config=config, outputs=dict(resolved or {}), warnings=collect.messages)
     finally:
-        _close(loop)
+        _close(loop, workers)
 
 
-def _close(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancels what is still pending (after a ConfigError, the root stack's own tasks) and closes the
-    loop, so nothing leaks into the next run."""
+class _WorkerLoops:
+    """The thread pool the SDK runs its (mocked) engine calls on. The mocks need an event loop in each
+    worker thread and the SDK creates one there without ever closing it (pulumi.runtime.sync_await
+    `_ensure_event_loop`); this pool gives each worker its loop up front, so all of them can be closed
+    after the run instead of leaking to interpreter shutdown (ResourceWarning: unclosed event loop)."""
+
+    def __init__(self) -> None:
+        self.loops: list[asyncio.AbstractEventLoop] = []
+        self._lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(thread_name_prefix="inprocess-engine", initializer=self._start)
+
+    def _start(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        with self._lock:
+            self.loops.append(loop)
+
+    def close(self) -> None:
+        """Waits for the workers to finish (call after the pool's owner loop shut it down), then closes
+        their loops."""
+        self.executor.shutdown(wait=True)
+        with self._lock:
+            loops, self.loops = self.loops, []
+        for loop in loops:
+            loop.close()
+
+
+def _close(loop: asyncio.AbstractEventLoop, workers: _WorkerLoops) -> None:
+    """Cancels what is still pending (after a ConfigError, the root stack's own tasks), stops the worker
+    threads and closes every loop, so nothing leaks into the next run or to interpreter shutdown."""
     pending = asyncio.all_tasks(loop)
     for task in pending:
         task.cancel()
     if pending:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_default_executor())
+    workers.close()
     asyncio.set_event_loop(None)
     loop.close()

@@ -143,3 +143,18 @@ def test_unknown_stack_exits_2_naming_the_known_ones() -> None:
     code, _, err = _render_cli("nope")
     assert code == 2
     assert "Pulumi.nope.yaml" in err and "dev" in err and "prod" in err
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "bad"])
+def test_render_exits_cleanly_under_dev_mode(stack: str, tmp_path: Path) -> None:
+    # `-X dev -W default` shows every ResourceWarning (an event loop or socket never closed) and every
+    # exception raised during interpreter shutdown; a clean exit shows neither.
+    stacks_dir = _bad_stack(tmp_path) if stack == "bad" else ROOT / "stacks"
+    argv = ["-X", "dev", "-W", "default", "-m", "components.render", stack, "--stacks-dir", str(stacks_dir)]
+    proc = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == (2 if stack == "bad" else 0), proc.stderr
+    assert "ResourceWarning" not in proc.stderr, proc.stderr
+    assert "Exception ignored" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
