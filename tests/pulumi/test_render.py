@@ -145,7 +145,7 @@ def test_unknown_stack_exits_2_naming_the_known_ones() -> None:
     assert "Pulumi.nope.yaml" in err and "dev" in err and "prod" in err
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod", "bad"])
+@pytest.mark.parametrize("stack", ["prod", "bad"])
 def test_render_exits_cleanly_under_dev_mode(stack: str, tmp_path: Path) -> None:
     # `-X dev -W default` shows every ResourceWarning (an event loop or socket never closed) and every
     # exception raised during interpreter shutdown; a clean exit shows neither.
