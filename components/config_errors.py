@@ -16,6 +16,8 @@ class ConfigError(Exception):
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
+        # Warnings issued before validation failed (the offline render prints them with the problems).
+        self.warnings: list[str] = []
         super().__init__("\n".join(self.problems))
 
     def __str__(self) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pulumi
 import pulumi.runtime
 from pulumi.runtime import config as runtime_config
 from pydantic import ValidationError
@@ -19,6 +21,8 @@ SECRET_KEYS = ("kubeconfig", "registryPassword")
 # Keys holding structured values (`pulumi config set --path`), stored by Pulumi as JSON text.
 OBJECT_KEYS = ("cluster", "registry", "image", "targets", "devicePlugin", "moduleParameters")
 DISABLE_DEFAULT_PROVIDERS = "pulumi:disable-default-providers"
+# How far a namespace may be from PROJECT to count as a misspelling of it (`nvidia-instaler`).
+MAX_NAMESPACE_TYPO = 2
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,44 @@ def build_stack_config(raw: RawConfig) -> StackConfig:
     return config
 
 
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
+def _looks_like_project(namespace: str) -> bool:
+    """A namespace that is probably a misspelling of PROJECT: equal but for case and separators, or at
+    most MAX_NAMESPACE_TYPO edits away."""
+    letters = re.sub(r"[^a-z0-9]", "", namespace.lower())
+    return letters == re.sub(r"[^a-z0-9]", "", PROJECT) or (
+        _edit_distance(namespace.lower(), PROJECT) <= MAX_NAMESPACE_TYPO
+    )
+
+
+def namespace_typos(keys: Iterable[str]) -> list[str]:
+    """A warning for each key in another namespace that looks like a misspelling of this project's: Pulumi
+    hands such a key to no one, so the setting is silently ignored. Names keys only, never values."""
+    warnings = []
+    for full_key in sorted(keys):
+        namespace, separator, key = full_key.partition(":")
+        if separator and namespace != PROJECT and _looks_like_project(namespace):
+            warnings.append(
+                f"{full_key}: ignored, {namespace!r} is not this project's namespace; did you mean "
+                f"{PROJECT}:{key}? (pulumi config set --path {key} ... writes that key)"
+            )
+    return warnings
+
+
 def load_stack_config() -> StackConfig:
-    """Reads and validates the current stack's configuration (call once, before any resource)."""
-    return build_stack_config(read_pulumi_config())
+    """Reads and validates the current stack's configuration (call once, before any resource). Keys in a
+    misspelt namespace are warned about first, so the warning shows even when validation fails."""
+    raw = read_pulumi_config()
+    for warning in namespace_typos(raw.values):
+        pulumi.log.warn(warning)
+    return build_stack_config(raw)

@@ -17,6 +17,7 @@ from pulumi.runtime.stack import wait_for_rpcs
 
 from components import program
 from components.config import PROJECT, StackConfig
+from components.config_errors import ConfigError
 from components.config_source import load_stack_config
 
 # Pulumi wraps secret values in this envelope on their way to the engine (pulumi.runtime.rpc).
@@ -130,7 +131,11 @@ def run_in_process(
     try:
         pulumi.runtime.set_all_config(dict(values), list(secret_keys))
         pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=logger)
-        config = load_stack_config()
+        try:
+            config = load_stack_config()
+        except ConfigError as error:
+            error.warnings = list(collect.messages)
+            raise
         outputs = program.run(config)
         resolved = loop.run_until_complete(pulumi.Output.from_input(outputs).future(with_unknowns=True))
         loop.run_until_complete(wait_for_rpcs())

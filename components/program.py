@@ -10,11 +10,12 @@ import pulumi_kubernetes as k8s
 
 from components import specs
 from components.cluster import cluster_provider
-from components.config import StackConfig, TargetConfig, is_digest_pinned
+from components.config import StackConfig, TargetConfig
 from components.device_plugin import DevicePlugin, DevicePluginArgs
 from components.driver_image import DriverImage, DriverImageArgs
 from components.image_key import ImageKey
 from components.installer import Installer, InstallerArgs
+from components.pinning import unpinned_images
 from components.pull_secret import PullSecret, PullSecretArgs
 
 
@@ -45,11 +46,6 @@ def _built_images(config: StackConfig) -> dict[ImageKey, pulumi.Input[str]]:
 
 def _prebuilt_image(target: TargetConfig) -> str:
     assert target.image is not None  # StackConfig requires an image per target when not building
-    if not is_digest_pinned(target.image):
-        pulumi.log.warn(
-            f"targets: {target.name!r} uses {target.image!r}, which is not digest-pinned: a re-pushed tag "
-            "changes the driver without a diff. Pin it as <image>@sha256:<digest>."
-        )
     return target.image
 
 
@@ -69,6 +65,8 @@ def _module_parameters(config: StackConfig, opts: pulumi.ResourceOptions) -> pul
 
 def run(config: StackConfig) -> dict[str, Any]:
     """Registers every resource of the stack and returns the stack outputs."""
+    for warning in unpinned_images(config):
+        pulumi.log.warn(warning)
     provider = cluster_provider(config)
     k8s_opts = pulumi.ResourceOptions(providers=[provider])
     pull_secret_name = _pull_secret(config, k8s_opts)

@@ -130,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         objects, warnings = render_objects(args.stack, args.stacks_dir)
     except (ConfigError, StackFileError) as error:
+        for warning in error.warnings if isinstance(error, ConfigError) else []:
+            print(f"render: warning: {warning}", file=sys.stderr)
         print(f"render: {error}", file=sys.stderr)
         return 2
     for warning in warnings:

@@ -239,11 +239,9 @@ def test_prebuilt_tag_without_digest_warns() -> None:
     config, secret = h.stack_dict("dev")
     config[f"{h.NS}:targets"][0]["image"] = "registry.example.com/gpu/nvidia-driver:latest"
     _, result = h.run(config, secret, "dev")
-    assert len(result.warnings) == 1
-    assert (
-        "not digest-pinned" in result.warnings[0]
-        and "registry.example.com/gpu/nvidia-driver:latest" in (result.warnings[0])
-    )
+    (warning,) = [w for w in result.warnings if w.startswith("targets[")]
+    assert warning.startswith("targets[0].image:") and "not digest-pinned" in warning
+    assert "registry.example.com/gpu/nvidia-driver:latest@sha256:<digest>" in warning
 
 
 def test_time_sharing_config_map_is_mounted_and_flagged() -> None:
