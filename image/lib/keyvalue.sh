@@ -10,21 +10,26 @@ set -euo pipefail
 # so a reader sees the old file or the new one. Refuses keys that are not KEY-shaped and values with a
 # newline (they would end the line).
 kv_write() {
-    local file="$1" tmp="$1.tmp.$$" key value
+    local file="$1" tmp="$1.tmp.$$" i
     shift
     (($# % 2 == 0)) || { printf 'kv_write: odd number of arguments for %s\n' "${file}" >&2; return 2; }
-    {
-        while (($#)); do
-            key="$1" value="$2"
-            shift 2
-            if [[ ! "${key}" =~ ^[A-Z][A-Z0-9_]*$ || "${value}" == *$'\n'* ]]; then
-                printf 'kv_write: refusing %s=%q for %s\n' "${key}" "${value}" "${file}" >&2
-                return 2
-            fi
-            printf '%s=%s\n' "${key}" "${value}"
-        done
-    } >"${tmp}" || { rm -f -- "${tmp}"; return 1; }
-    mv -f -- "${tmp}" "${file}" || { rm -f -- "${tmp}"; return 1; }
+    for ((i = 1; i < $#; i += 2)); do
+        if [[ ! "${!i}" =~ ^[A-Z][A-Z0-9_]*$ ]]; then
+            printf 'kv_write: refusing key %q for %s\n' "${!i}" "${file}" >&2
+            return 2
+        fi
+    done
+    for ((i = 2; i <= $#; i += 2)); do
+        if [[ "${!i}" == *$'\n'* ]]; then
+            printf 'kv_write: refusing a value with a newline for %s\n' "${file}" >&2
+            return 2
+        fi
+    done
+    # A full or read-only filesystem: no half file, no shell noise; the caller reports the failure.
+    if ! { printf '%s=%s\n' "$@" >"${tmp}"; } 2>/dev/null || ! mv -f -- "${tmp}" "${file}" 2>/dev/null; then
+        rm -f -- "${tmp}"
+        return 1
+    fi
 }
 
 # kv_load FILE ARRAY: fills the associative array named ARRAY (declared by the caller with `declare -A`)

@@ -227,6 +227,16 @@ class FakeNode:
         for n, target in enumerate(fd_targets):
             (self.proc / str(pid) / "fd" / str(n)).symlink_to(target)
 
+    def add_container_mount(self, pid: int, tree: Path) -> None:
+        """A container process whose mount table holds a bind mount of a cache entry at /usr/local/nvidia,
+        as the kernel shows it in /proc/<pid>/mountinfo (root field: the path within the filesystem)."""
+        (self.proc / str(pid)).mkdir(parents=True, exist_ok=True)
+        root = f"/opt/nvidia-installer/cache/{tree.name}"
+        (self.proc / str(pid) / "mountinfo").write_text(
+            "2201 2187 0:52 / / rw,relatime - overlay overlay rw\n"
+            f"2250 2201 259:1 {root} /usr/local/nvidia ro,relatime - ext4 /dev/nvme0n1p1 rw\n"
+        )
+
     def reboot(self) -> None:
         """What a reboot clears: loaded modules, device nodes, /run (tmpfs), /proc/driver."""
         for mod in (self.sys / "module").glob("nvidia*"):
@@ -280,16 +290,19 @@ class FakeNode:
     def run(
         self,
         command: str = "install",
+        *,
         timeout: float = 15.0,
         sigterm: bool = True,
         hang_marker: str | None = None,
         await_state: tuple[str, ...] = ("nvidia-persistenced.pid",),
+        kill_group: bool = True,
     ) -> Run:
         """Runs the installer. `install` never ends on success: once it writes the readiness file (or
         `hang_marker` appears in the state dir), it gets SIGTERM (or SIGKILL for the whole process group
         when sigterm is False, standing in for a node crash). `await_state` names files the stubs write
         into the state dir (daemon pid files) that must exist before the signal is sent, so a daemon
-        stub is up (and has recorded its call) before it is asked to stop."""
+        stub is up (and has recorded its call) before it is asked to stop. With kill_group False only the
+        installer gets SIGKILL: its children live on as orphans (`last_group` names their process group)."""
         for old in self.state.glob("*.pid"):
             old.unlink()
         bash = str(self.tools / "bash")
@@ -297,6 +310,7 @@ class FakeNode:
             [bash, str(INSTALLER), command], env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, text=True,
         )  # fmt: skip
+        self.last_group = proc.pid
         ready_file = self.host / READY_FILE
         stale = _identity(ready_file)
         deadline = time.monotonic() + timeout
@@ -316,8 +330,11 @@ class FakeNode:
                         proc.send_signal(signal.SIGTERM)
                         proc.wait(timeout=10)
                         term_seconds = time.monotonic() - start
-                    else:
+                    elif kill_group:
                         os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait(timeout=10)
+                    else:
+                        proc.kill()
                         proc.wait(timeout=10)
                     break
                 time.sleep(0.01)
@@ -326,6 +343,8 @@ class FakeNode:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            if kill_group:
+                _kill_group(proc.pid)
         return Run(rc=proc.returncode, stderr=stderr, ready=ready, term_seconds=term_seconds, stdout=stdout)
 
     # ---- inspecting ----
@@ -402,6 +421,17 @@ def tar_zstd(files: dict[str, bytes]) -> bytes:
     zstd = shutil.which("zstd")
     assert zstd
     return subprocess.run([zstd, "-q", "-c"], input=buf.getvalue(), capture_output=True, check=True).stdout
+
+
+def _kill_group(sid: int) -> None:
+    """SIGKILL whatever is left of an installer's session (a hung stub after the installer was killed;
+    `timeout` gives its command a process group of its own, the session stays)."""
+    subprocess.run(["pkill", "-KILL", "-s", str(sid)], check=False)
+
+
+def kill_group(sid: int) -> None:
+    """For tests that leave orphans on purpose (kill_group=False): end them."""
+    _kill_group(sid)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
