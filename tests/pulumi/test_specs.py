@@ -1,0 +1,321 @@
+"""The pure builders of components/specs.py, called directly: the properties the cluster relies on, checked
+on the objects themselves (not on a copied rendering). Paths are related to each other (a mount to its
+volume, a flag to its mount) rather than spelled out, so the node-side contract can move without
+rewriting these tests."""
+
+from __future__ import annotations
+
+import base64
+import json
+import posixpath
+from typing import Any
+
+import pytest
+
+from components import specs
+from components.selection import ARCH_LABEL, Requirement, target_selection
+
+SELECTION = target_selection("amd64", None, "1877.17")
+OTHER = target_selection("amd64", [Requirement("os-version", "In", ("2150.9.0",))], "2150.9.0")
+VERSION_LABELS = {"nvidia-installer/driver-version": "580.159.04", "nvidia-installer/gl-version": "1877.17"}
+
+
+def _installer(**overrides: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "target": "gl1877",
+        "namespace": "kube-system",
+        "image": "r.test/gpu/driver@sha256:" + "c" * 64,
+        "module_type": "open",
+        "selection": SELECTION,
+        "parameters_config_map": "nvidia-installer-modprobe-0123abcd",
+        "pull_secret_name": "pull",
+        "version_labels": VERSION_LABELS,
+    }
+    args.update(overrides)
+    return specs.installer_daemonset(**args)
+
+
+def _plugin(**overrides: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "namespace": "kube-system",
+        "image": "r.test/plugin@sha256:" + "d" * 64,
+        "selections": [SELECTION, OTHER],
+        "gpu_config_map": None,
+        "pull_secret_name": None,
+    }
+    args.update(overrides)
+    return specs.device_plugin_daemonset(**args)
+
+
+def _pod(ds: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = ds["spec"]["template"]["spec"]
+    return pod
+
+
+def _container(ds: dict[str, Any]) -> dict[str, Any]:
+    (container,) = _pod(ds)["containers"]
+    result: dict[str, Any] = container
+    return result
+
+
+def _volume_of_mount(ds: dict[str, Any], mount_path: str) -> dict[str, Any]:
+    (mount,) = [m for m in _container(ds)["volumeMounts"] if m["mountPath"] == mount_path]
+    (volume,) = [v for v in _pod(ds)["volumes"] if v["name"] == mount["name"]]
+    return {**volume, "readOnly": mount.get("readOnly", False)}
+
+
+def _flags(ds: dict[str, Any]) -> dict[str, str]:
+    flags = {}
+    for arg in _container(ds)["args"]:
+        name, _, value = arg.partition("=")
+        flags[name] = value
+    return flags
+
+
+def _terms(ds: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    affinity = _pod(ds)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    return [term["matchExpressions"] for term in affinity["nodeSelectorTerms"]]
+
+
+# --- both DaemonSets ------------------------------------------------------------------------------------
+
+DAEMONSETS = [
+    pytest.param(_installer(), id="installer"),
+    pytest.param(_installer(pull_secret_name=None), id="installer-no-secret"),
+    pytest.param(_plugin(), id="plugin"),
+    pytest.param(
+        _plugin(gpu_config_map="nvidia-device-plugin-89abcdef", pull_secret_name="pull"), id="plugin-shared"
+    ),
+]
+
+
+@pytest.mark.parametrize("ds", DAEMONSETS)
+def test_the_selector_matches_the_pod_template_and_holds_only_identity(ds: dict[str, Any]) -> None:
+    selector = ds["spec"]["selector"]["matchLabels"]
+    template = ds["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= template.items()
+    # The selector is immutable: anything that changes with a driver update must stay out of it.
+    assert set(selector) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
+    assert ds["metadata"]["labels"] == template
+
+
+@pytest.mark.parametrize("ds", DAEMONSETS)
+def test_every_mount_has_its_volume_and_nothing_is_mounted_twice(ds: dict[str, Any]) -> None:
+    volumes = [v["name"] for v in _pod(ds)["volumes"]]
+    mounts = _container(ds)["volumeMounts"]
+    assert len(set(volumes)) == len(volumes)
+    assert {m["name"] for m in mounts} == set(volumes), "a mount without volume, or an unused volume"
+    paths = [m["mountPath"] for m in mounts]
+    assert len(set(paths)) == len(paths)
+    assert all(posixpath.isabs(p) for p in paths)
+
+
+@pytest.mark.parametrize("ds", DAEMONSETS)
+def test_pods_reach_every_gpu_node_at_node_critical_priority(ds: dict[str, Any]) -> None:
+    pod = _pod(ds)
+    # An empty key with operator Exists and no effect tolerates every taint (nvidia.com/gpu:NoSchedule...).
+    assert {"operator": "Exists"} in pod["tolerations"]
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("ds", DAEMONSETS)
+def test_env_names_are_unique(ds: dict[str, Any]) -> None:
+    names = [e["name"] for e in _container(ds)["env"]]
+    assert len(set(names)) == len(names)
+
+
+def test_the_pull_secret_is_named_only_when_there_is_one() -> None:
+    assert _pod(_installer())["imagePullSecrets"] == [{"name": "pull"}]
+    assert "imagePullSecrets" not in _pod(_installer(pull_secret_name=None))
+    assert "imagePullSecrets" not in _pod(_plugin())
+
+
+# --- installer ------------------------------------------------------------------------------------------
+
+
+def test_the_installer_runs_exactly_on_its_targets_nodes() -> None:
+    ds = _installer()
+    (term,) = _terms(ds)  # one term: every requirement must hold (AND)
+    assert term == [r.as_dict() for r in SELECTION]
+    assert {"key": ARCH_LABEL, "operator": "In", "values": ["amd64"]} in term
+
+
+def test_the_installer_is_named_by_its_target_and_carries_the_version_labels() -> None:
+    ds = _installer()
+    assert ds["metadata"]["name"] == "nvidia-installer-gl1877"
+    assert ds["metadata"]["namespace"] == "kube-system"
+    assert VERSION_LABELS.items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    assert ds["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "gl1877"
+
+
+def test_two_targets_never_share_a_selector() -> None:
+    first = _installer(target="a")["spec"]["selector"]["matchLabels"]
+    second = _installer(target="b")["spec"]["selector"]["matchLabels"]
+    assert first != second
+
+
+def test_a_driver_update_waits_for_the_pod_to_be_deleted() -> None:
+    ds = _installer()
+    assert ds["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    # OnDelete never completes a rollout by itself; the provider must not wait for one.
+    assert ds["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
+
+
+def test_the_installer_container_runs_the_given_image_privileged_in_the_host_pid_namespace() -> None:
+    ds = _installer()
+    container = _container(ds)
+    assert container["image"] == "r.test/gpu/driver@sha256:" + "c" * 64
+    assert container["securityContext"] == {"privileged": True}
+    assert _pod(ds)["hostPID"] is True
+    # The readiness probe asks the same program that installs.
+    assert container["readinessProbe"]["exec"]["command"][0] == container["command"][0]
+
+
+def test_the_installer_gets_its_module_type_and_node_name() -> None:
+    env = {e["name"]: e for e in _container(_installer(module_type="proprietary"))["env"]}
+    assert env["MODULE_TYPE"]["value"] == "proprietary"
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+
+
+def test_the_module_parameters_file_lies_in_the_mounted_config_map() -> None:
+    ds = _installer(parameters_config_map="params-cm")
+    env = {e["name"]: e.get("value") for e in _container(ds)["env"]}
+    directory = posixpath.dirname(env["MODULE_PARAMETERS_FILE"])
+    volume = _volume_of_mount(ds, directory)
+    assert volume["configMap"] == {"name": "params-cm"}
+    assert volume["readOnly"] is True
+    assert posixpath.basename(env["MODULE_PARAMETERS_FILE"]) == specs.MODULE_PARAMETERS_FILE
+
+
+def test_host_paths_have_a_valid_type_and_writes_go_only_below_the_host_root() -> None:
+    ds = _installer()
+    env = {e["name"]: e.get("value") for e in _container(ds)["env"]}
+    host_root = env["HOST_ROOT"]
+    volumes = {v["name"]: v for v in _pod(ds)["volumes"]}
+    for mount in _container(ds)["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "hostPath" not in volume:
+            continue
+        assert volume["hostPath"]["type"] in {"Directory", "DirectoryOrCreate", "File", "FileOrCreate"}
+        if mount["mountPath"] == "/dev":
+            continue  # device nodes appear where the kernel's tools expect them
+        # A host directory is mounted at the same path below HOST_ROOT, as the node-side installer expects.
+        assert mount["mountPath"] == host_root + volume["hostPath"]["path"]
+
+
+# --- device plugin --------------------------------------------------------------------------------------
+
+
+def test_the_plugin_runs_on_the_union_of_the_targets_nodes() -> None:
+    terms = _terms(_plugin())
+    # One term per target: a node matching any target (OR) gets the plugin.
+    assert terms == [[r.as_dict() for r in SELECTION], [r.as_dict() for r in OTHER]]
+
+
+def test_the_plugin_shows_the_installed_driver_where_its_flags_say() -> None:
+    ds = _plugin()
+    flags = _flags(ds)
+    volume = _volume_of_mount(ds, flags["-container-path"])
+    assert volume["hostPath"]["path"] == flags["-host-path"]
+    assert volume["readOnly"] is True
+    assert flags["-host-vulkan-icd-path"].startswith(flags["-host-path"] + "/")
+    env = {e["name"]: e["value"] for e in _container(ds)["env"]}
+    assert env["LD_LIBRARY_PATH"].startswith(flags["-container-path"] + "/")
+    assert _volume_of_mount(ds, flags["-plugin-directory"])["hostPath"]["path"] == (
+        "/var/lib/kubelet/device-plugins"
+    )
+
+
+def test_the_plugin_starts_only_after_the_driver_ready_file_exists() -> None:
+    ds = _plugin()
+    gates = [v for v in _pod(ds)["volumes"] if v.get("hostPath", {}).get("type") == "File"]
+    assert len(gates) == 1, "the readiness file: a hostPath of type File the kubelet waits for"
+    (mount,) = [m for m in _container(ds)["volumeMounts"] if m["name"] == gates[0]["name"]]
+    assert mount.get("readOnly") is True
+
+
+def test_time_sharing_mounts_the_config_its_flag_names() -> None:
+    without = _plugin()
+    assert not any(a.startswith("-gpu-config") for a in _container(without)["args"])
+    assert not any("configMap" in v for v in _pod(without)["volumes"])
+    ds = _plugin(gpu_config_map="plugin-cm")
+    path = _flags(ds)["-gpu-config"]
+    volume = _volume_of_mount(ds, posixpath.dirname(path))
+    assert volume["configMap"] == {"name": "plugin-cm"}
+    assert posixpath.basename(path) == specs.GPU_CONFIG_FILE
+
+
+def test_the_plugin_rolls_one_node_at_a_time() -> None:
+    assert _plugin()["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1},
+    }
+
+
+@pytest.mark.parametrize("with_config", [False, True])
+def test_plugin_flags_are_unique(with_config: bool) -> None:
+    names = [a.partition("=")[0] for a in specs.device_plugin_args(with_config)]
+    assert len(set(names)) == len(names)
+    assert ("-gpu-config" in names) is with_config
+
+
+# --- small builders -------------------------------------------------------------------------------------
+
+
+def test_labels_extend_the_selector_labels() -> None:
+    labels = specs.labels("app", "inst", "comp")
+    assert specs.selector_labels("app", "inst").items() <= labels.items()
+    assert labels["app.kubernetes.io/component"] == "comp"
+    assert labels["app.kubernetes.io/part-of"] == "nvidia-installer"
+
+
+def test_node_affinity_keeps_terms_and_their_order() -> None:
+    affinity = specs.node_affinity([OTHER, SELECTION])
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert [t["matchExpressions"] for t in terms] == [
+        [r.as_dict() for r in OTHER],
+        [r.as_dict() for r in SELECTION],
+    ]
+
+
+def test_content_names_follow_the_content_only() -> None:
+    first = specs.content_name("base", {"a": "1", "b": "2"})
+    assert first == specs.content_name("base", {"b": "2", "a": "1"})  # key order does not matter
+    assert first != specs.content_name("base", {"a": "1", "b": "3"})
+    assert first.startswith("base-") and len(first) <= 63
+
+
+def test_a_config_map_is_named_by_its_content_and_owns_its_data() -> None:
+    data = {"f": "x"}
+    cm = specs.config_map("base", "ns", {"l": "v"}, data)
+    assert cm["metadata"]["name"] == specs.content_name("base", data)
+    assert cm["data"] == data and cm["data"] is not data
+    assert (cm["apiVersion"], cm["kind"], cm["metadata"]["namespace"]) == ("v1", "ConfigMap", "ns")
+
+
+def test_modprobe_conf_has_one_options_line_per_module_with_parameters() -> None:
+    text = specs.modprobe_conf({"nvidia": ["A=1", "B=2"], "nvidia-uvm": [], "nvidia-drm": ["modeset=1"]})
+    assert text.splitlines() == ["options nvidia A=1 B=2", "options nvidia-drm modeset=1"]
+    assert text.endswith("\n")
+    assert specs.modprobe_conf({"nvidia": []}) == ""
+
+
+def test_gpu_config_is_the_time_sharing_json() -> None:
+    config = json.loads(specs.gpu_config_json(4))
+    assert config == {"GPUSharingConfig": {"GPUSharingStrategy": "time-sharing", "MaxSharedClientsPerGPU": 4}}
+
+
+def test_dockerconfigjson_carries_user_and_password_for_the_server() -> None:
+    decoded = json.loads(base64.b64decode(specs.dockerconfigjson("r.test:5000", "robot", "pw:with:colons")))
+    entry = decoded["auths"]["r.test:5000"]
+    assert (entry["username"], entry["password"]) == ("robot", "pw:with:colons")
+    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+    assert (user, password) == ("robot", "pw:with:colons")  # split at the first ':', as the kubelet does
+
+
+def test_the_pull_secret_has_the_dockerconfigjson_type_and_key() -> None:
+    secret = specs.pull_secret("pull", "ns", "ZW5jb2RlZA==")
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    assert secret["data"] == {".dockerconfigjson": "ZW5jb2RlZA=="}
+    assert secret["metadata"]["name"] == "pull" and secret["metadata"]["namespace"] == "ns"
