@@ -93,7 +93,7 @@ class FakeNode:
         self.log = self.root / "calls.log"
         self.params = self.root / "etc" / "modprobe.conf"
         self.tmp = self.root / "tmp"
-        self.tmp.mkdir()
+        self.tmp.mkdir(parents=True)
         # The installer pod's hostPath volumes (DirectoryOrCreate) exist before the installer runs.
         dirs = (
             self.host / "opt/nvidia-installer", self.host / "run/nvidia", self.host / "run/nvidia-installer",
