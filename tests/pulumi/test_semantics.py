@@ -4,6 +4,7 @@ pod contract of docs/architecture.md, over every rendered object of both example
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 
 import pytest
@@ -27,18 +28,23 @@ LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 INSTALLER_BIN = "/opt/nvidia-installer/bin/nvidia-installer"
 
 
-def _daemonsets() -> list[tuple[str, dict[str, Any]]]:
-    out: list[tuple[str, dict[str, Any]]] = []
-    for stack in ("dev", "prod"):
-        objects, _ = render_objects(stack)
-        out.extend((f"{stack}/{o['metadata']['name']}", o) for o in objects if o["kind"] == "DaemonSet")
-    return out
+STACKS = ["dev", "prod"]
 
 
-DAEMONSETS = _daemonsets()
-IDS = [name for name, _ in DAEMONSETS]
-INSTALLERS = [(n, d) for n, d in DAEMONSETS if not n.endswith("/nvidia-device-plugin")]
-PLUGINS = [(n, d) for n, d in DAEMONSETS if n.endswith("/nvidia-device-plugin")]
+@cache
+def _daemonsets(stack: str) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """(`<stack>/<name>`, DaemonSet) of a stack, rendered once and only when a test asks (a broken stack
+    fails that test, not the collection)."""
+    objects, _ = render_objects(stack)
+    return tuple((f"{stack}/{o['metadata']['name']}", o) for o in objects if o["kind"] == "DaemonSet")
+
+
+def _installers(stack: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(n, d) for n, d in _daemonsets(stack) if not n.endswith("/nvidia-device-plugin")]
+
+
+def _plugins(stack: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(n, d) for n, d in _daemonsets(stack) if n.endswith("/nvidia-device-plugin")]
 
 
 def _pod(ds: dict[str, Any]) -> dict[str, Any]:
@@ -61,11 +67,17 @@ def _mounts(ds: dict[str, Any]) -> set[tuple[str, str, bool, str]]:
 
 
 def test_there_are_installers_and_plugins() -> None:
-    assert len(INSTALLERS) == 4 and len(PLUGINS) == 2
+    assert sum(len(_installers(s)) for s in STACKS) == 4
+    assert [len(_plugins(s)) for s in STACKS] == [1, 1]
 
 
-@pytest.mark.parametrize(("name", "ds"), DAEMONSETS, ids=IDS)
-def test_tolerations_tolerate_every_taint_with_valid_operators(name: str, ds: dict[str, Any]) -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_tolerations_tolerate_every_taint_with_valid_operators(stack: str) -> None:
+    for name, ds in _daemonsets(stack):
+        _tolerations_tolerate_every_taint_with_valid_operators(name, ds)
+
+
+def _tolerations_tolerate_every_taint_with_valid_operators(name: str, ds: dict[str, Any]) -> None:
     tolerations = _pod(ds)["tolerations"]
     for toleration in tolerations:
         assert toleration["operator"] in TOLERATION_OPERATORS, name
@@ -76,8 +88,13 @@ def test_tolerations_tolerate_every_taint_with_valid_operators(name: str, ds: di
     assert {"operator": "Exists"} in tolerations, name
 
 
-@pytest.mark.parametrize(("name", "ds"), DAEMONSETS, ids=IDS)
-def test_node_affinity_expressions_are_well_formed(name: str, ds: dict[str, Any]) -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_node_affinity_expressions_are_well_formed(stack: str) -> None:
+    for name, ds in _daemonsets(stack):
+        _node_affinity_expressions_are_well_formed(name, ds)
+
+
+def _node_affinity_expressions_are_well_formed(name: str, ds: dict[str, Any]) -> None:
     required = _pod(ds)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     terms = required["nodeSelectorTerms"]
     assert terms, name
@@ -93,8 +110,13 @@ def test_node_affinity_expressions_are_well_formed(name: str, ds: dict[str, Any]
         assert len(arch) == 1 and arch[0]["operator"] == "In", f"{name}: each term must pin the arch"
 
 
-@pytest.mark.parametrize(("name", "ds"), DAEMONSETS, ids=IDS)
-def test_references_and_labels_are_consistent(name: str, ds: dict[str, Any]) -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_references_and_labels_are_consistent(stack: str) -> None:
+    for name, ds in _daemonsets(stack):
+        _references_and_labels_are_consistent(name, ds)
+
+
+def _references_and_labels_are_consistent(name: str, ds: dict[str, Any]) -> None:
     pod = _pod(ds)
     volume_names = [v["name"] for v in pod["volumes"]]
     assert len(volume_names) == len(set(volume_names)), name
@@ -121,15 +143,25 @@ def _quantity(text: str) -> float:
     return float(text)
 
 
-@pytest.mark.parametrize(("name", "ds"), DAEMONSETS, ids=IDS)
-def test_requests_fit_within_limits(name: str, ds: dict[str, Any]) -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_requests_fit_within_limits(stack: str) -> None:
+    for name, ds in _daemonsets(stack):
+        _requests_fit_within_limits(name, ds)
+
+
+def _requests_fit_within_limits(name: str, ds: dict[str, Any]) -> None:
     resources = _pod(ds)["containers"][0]["resources"]
     for kind in ("cpu", "memory"):
         assert _quantity(resources["requests"][kind]) <= _quantity(resources["limits"][kind]), name
 
 
-@pytest.mark.parametrize(("name", "ds"), INSTALLERS, ids=[n for n, _ in INSTALLERS])
-def test_installer_follows_the_contract(name: str, ds: dict[str, Any]) -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_installer_follows_the_contract(stack: str) -> None:
+    for name, ds in _installers(stack):
+        _installer_follows_the_contract(name, ds)
+
+
+def _installer_follows_the_contract(name: str, ds: dict[str, Any]) -> None:
     pod = _pod(ds)
     (container,) = pod["containers"]
     assert container["command"] == [INSTALLER_BIN, "install"]
@@ -155,8 +187,13 @@ def test_installer_follows_the_contract(name: str, ds: dict[str, Any]) -> None:
     assert ds["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
 
 
-@pytest.mark.parametrize(("name", "ds"), PLUGINS, ids=[n for n, _ in PLUGINS])
-def test_device_plugin_follows_the_contract(name: str, ds: dict[str, Any]) -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_device_plugin_follows_the_contract(stack: str) -> None:
+    for name, ds in _plugins(stack):
+        _device_plugin_follows_the_contract(name, ds)
+
+
+def _device_plugin_follows_the_contract(name: str, ds: dict[str, Any]) -> None:
     pod = _pod(ds)
     (container,) = pod["containers"]
     args = container["args"]
