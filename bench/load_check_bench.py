@@ -12,9 +12,6 @@ Each run fetches the kernel package afresh (a new cache dir), so "fetch" is `apt
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import re
 import statistics
 import subprocess
@@ -22,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import emit, machine_line
 from tests.containers import PODMAN_RUN
 from tests.verify.verdict_run import LOAD_CHECK
 
@@ -101,19 +99,14 @@ def main() -> None:
     for phase in (*PHASES, "total"):
         rows[phase] = [run[phase] for run in runs]
 
-    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
     lines = [
         f"# load check cost, {args.release}, {args.runs} runs, seconds",
-        f"# {datetime.date.today().isoformat()} on {platform.node()} ({os.cpu_count()} cores, "
-        f"{platform.machine()}), load average at the end: {load}",
+        machine_line(),
         "| phase | median | min-max |",
         "|---|---|---|",
         *(_row(name, values) for name, values in rows.items()),
     ]
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.output:
-        args.output.write_text(text)
+    emit(lines, args.output)
 
 
 if __name__ == "__main__":

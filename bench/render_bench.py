@@ -48,6 +48,8 @@ def synthetic_stack(count: int) -> dict[str, Any]:
                 "nodeSelector": [
                     {"key": "gpu", "operator": "Exists"},
                     {"key": "example.com/pool", "operator": "In", "values": [f"pool-{i}"]},
+                    # A target's selection must pin its Garden Linux version (docs/configuration.md).
+                    {"key": "os-version", "operator": "In", "values": [GL_VERSIONS[i % len(GL_VERSIONS)]]},
                 ],
             }
         )

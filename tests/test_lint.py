@@ -8,19 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.repo_files import tracked_and_new_files
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _tracked_and_new_files() -> list[Path]:
-    """Files git tracks plus untracked ones it does not ignore: what a commit would contain."""
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.decode()
-    return [ROOT / name for name in out.split("\0") if name and (ROOT / name).is_file()]
 
 
 def _is_shell_script(path: Path) -> bool:
@@ -33,8 +24,8 @@ def _is_shell_script(path: Path) -> bool:
     return first_line.startswith(b"#!") and (b"bash" in first_line or first_line.rstrip().endswith(b"/sh"))
 
 
-SHELL_SCRIPTS = sorted(p for p in _tracked_and_new_files() if _is_shell_script(p))
-DOCKERFILES = sorted(p for p in _tracked_and_new_files() if p.name == "Dockerfile")
+SHELL_SCRIPTS = sorted(p for p in tracked_and_new_files() if _is_shell_script(p))
+DOCKERFILES = sorted(p for p in tracked_and_new_files() if p.name == "Dockerfile")
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -130,7 +121,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     assert "matrix" in result.stdout
 
 
-YAML_FILES = sorted(p for p in _tracked_and_new_files() if p.suffix in (".yml", ".yaml"))
+YAML_FILES = sorted(p for p in tracked_and_new_files() if p.suffix in (".yml", ".yaml"))
 
 
 def test_yaml_is_yamllint_clean() -> None:

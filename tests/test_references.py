@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import glob
 import re
-import subprocess
 from functools import cache
 from pathlib import Path
+
+from tests.repo_files import tracked_and_new_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,16 +37,9 @@ PLACEHOLDER_RE = re.compile(r"<[^>]*>|\{[^}]*\}")
 @cache
 def _text_files() -> tuple[Path, ...]:
     """Files git tracks plus untracked ones it does not ignore, that are UTF-8 text and ours."""
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.decode()
     files = []
-    for name in out.split("\0"):
-        path = ROOT / name
-        if not name or not path.is_file() or path.suffix in RECORDED_SUFFIXES or path.name in RECORDED_FILES:
+    for path in tracked_and_new_files():
+        if path.suffix in RECORDED_SUFFIXES or path.name in RECORDED_FILES:
             continue
         if path == Path(__file__).resolve():
             continue  # its samples of broken references are broken on purpose

@@ -59,6 +59,8 @@ class Run:
     ready: bool
     term_seconds: float | None = None
     stdout: str = ""
+    # Seconds from the installer's start until the fresh readiness file was seen (polled every 10 ms).
+    ready_seconds: float | None = None
 
     @property
     def first_error(self) -> str:
@@ -311,6 +313,8 @@ class FakeNode:
             start_new_session=True, text=True,
         )  # fmt: skip
         self.last_group = proc.pid
+        started = time.monotonic()
+        ready_seconds: float | None = None
         ready_file = self.host / READY_FILE
         stale = _identity(ready_file)
         deadline = time.monotonic() + timeout
@@ -325,6 +329,7 @@ class FakeNode:
                 )
                 if command == "install" and (fresh or marker):
                     ready = fresh
+                    ready_seconds = time.monotonic() - started if fresh else None
                     if sigterm:
                         start = time.monotonic()
                         proc.send_signal(signal.SIGTERM)
@@ -345,7 +350,10 @@ class FakeNode:
                 proc.wait()
             if kill_group:
                 _kill_group(proc.pid)
-        return Run(rc=proc.returncode, stderr=stderr, ready=ready, term_seconds=term_seconds, stdout=stdout)
+        return Run(
+            rc=proc.returncode, stderr=stderr, ready=ready, term_seconds=term_seconds, stdout=stdout,
+            ready_seconds=ready_seconds,
+        )  # fmt: skip
 
     # ---- inspecting ----
 
