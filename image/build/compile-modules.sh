@@ -53,10 +53,10 @@ _read_tree_version() {
 
 _detect_kernel() {
     local out
+    local -A found=()
     out=$("${HERE}/detect-kernel.sh") || return 1
-    KERNEL_NAME=$(sed -n 's/^KERNEL_NAME=//p' <<<"${out}")
-    HEADERS_DIR=$(sed -n 's/^HEADERS_DIR=//p' <<<"${out}")
-    COMMON_DIR=$(sed -n 's/^COMMON_DIR=//p' <<<"${out}")
+    kv_parse found <<<"${out}"
+    KERNEL_NAME="${found[KERNEL_NAME]:-}" HEADERS_DIR="${found[HEADERS_DIR]:-}" COMMON_DIR="${found[COMMON_DIR]:-}"
 }
 
 _build_type() {
@@ -104,14 +104,9 @@ _collect_modules() {
 _write_build_env() {
     local version="$1"
     shift
-    {
-        printf 'DRIVER_VERSION=%s\n' "${version}"
-        printf 'KERNEL_NAME=%s\n' "${KERNEL_NAME}"
-        printf 'MODULE_TYPES="%s"\n' "$*"
-        printf 'KERNEL_FLAVOUR=%s\n' "${KERNEL_FLAVOUR}"
-        printf 'ARCH=%s\n' "${ARCH}"
-        printf 'HEADERS_DIR=%s\n' "${HEADERS_DIR}"
-    } >"${OUTPUT_DIR}/build.env"
+    kv_write "${OUTPUT_DIR}/build.env" DRIVER_VERSION "${version}" KERNEL_NAME "${KERNEL_NAME}" \
+        MODULE_TYPES "$*" KERNEL_FLAVOUR "${KERNEL_FLAVOUR}" ARCH "${ARCH}" HEADERS_DIR "${HEADERS_DIR}" ||
+        die "cannot write ${OUTPUT_DIR}/build.env"
 }
 
 main() {

@@ -93,7 +93,7 @@ main() {
     common_dir=$(_find_common_dir "${headers_dir}") ||
         die "the common headers that ${headers_dir}/Makefile includes are missing: install linux-headers-*-common"
     _check_release "${name}" "${headers_dir}"
-    printf 'KERNEL_NAME=%s\nHEADERS_DIR=%s\nCOMMON_DIR=%s\n' "${name}" "${headers_dir}" "${common_dir}"
+    kv_print KERNEL_NAME "${name}" HEADERS_DIR "${headers_dir}" COMMON_DIR "${common_dir}"
 }
 
 main "$@"

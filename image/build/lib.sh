@@ -10,14 +10,13 @@ die() {
     exit 1
 }
 
-# env_value FILE KEY: the last KEY=VALUE of a data file (build.env, verdict.env), surrounding double
-# quotes removed. These files are data: read them this way, never source them.
-env_value() {
-    local value
-    value=$(sed -n "s/^$2=//p" "$1" | tail -n 1)
-    value="${value#\"}"
-    printf '%s\n' "${value%\"}"
-}
+# KEY=VALUE data (build.env, verdict files, manifest.env) is written and read only through
+# image/lib/keyvalue.sh (kv_print, kv_write, kv_get, kv_parse): in the repository it is ../lib/ from
+# here, in the image's build stages the Dockerfile copies it beside this file.
+_KEYVALUE_LIB="$(dirname "${BASH_SOURCE[0]}")/keyvalue.sh"
+[[ -f "${_KEYVALUE_LIB}" ]] || _KEYVALUE_LIB="$(dirname "${BASH_SOURCE[0]}")/../lib/keyvalue.sh"
+# shellcheck source=image/lib/keyvalue.sh
+source "${_KEYVALUE_LIB}"
 
 # NVIDIA names the architectures differently from Debian and OCI (x86_64/aarch64 vs amd64/arm64).
 nvidia_arch() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs the kernel-specific payload (the image's last, small layer):
 #   PAYLOAD_DIR/modules-<type>.tar.zst   the stripped *.ko of each built type
-#   PAYLOAD_DIR/manifest.env             KEY="VALUE" lines (docs/architecture.md lists the keys)
+#   PAYLOAD_DIR/manifest.env             KEY=VALUE lines (docs/architecture.md lists the keys)
 #   PAYLOAD_DIR/SHA256SUMS               sha256 of every file above; the node checks it first
 # Usage: pack-payload.sh MODULES_DIR PAYLOAD_DIR
 #   MODULES_DIR holds build.env and <type>/*.ko (compile-modules.sh's output) and, unless the load check
@@ -31,11 +31,19 @@ _pack_type() {
         zstd -19 -q -T0 -o "${target}"
 }
 
-_write_entry() {
-    local key="$1" value="$2"
-    [[ "${value}" != *[\"\$\`\\]* && "${value}" != *$'\n'* ]] ||
-        die "manifest value for ${key} contains a quote, \$, backtick, backslash or newline: ${value}"
-    printf '%s="%s"\n' "${key}" "${value}"
+# The manifest: KEY VALUE pairs from build.env (and GL_VERSION) and verdict.env, in a fixed order.
+_manifest_pairs() {
+    local build_env="$1" verdict_env="$2" key
+    for key in DRIVER_VERSION KERNEL_NAME MODULE_TYPES; do
+        printf '%s\n%s\n' "${key}" "$(kv_get "${build_env}" "${key}")"
+    done
+    printf '%s\n%s\n' GL_VERSION "${GL}"
+    for key in ARCH KERNEL_FLAVOUR; do
+        printf '%s\n%s\n' "${key}" "$(kv_get "${build_env}" "${key}")"
+    done
+    for key in LOAD_CHECK_VERDICT LOAD_CHECK_KERNEL LOAD_CHECK_DETAIL; do
+        printf '%s\n%s\n' "${key}" "$(kv_get "${verdict_env}" "${key}" || true)"
+    done
 }
 
 main() {
@@ -47,27 +55,17 @@ main() {
 
     _ensure_zstd
     local types type
-    types=$(env_value "${build_env}" MODULE_TYPES)
+    types=$(kv_get "${build_env}" MODULE_TYPES) || die "${build_env} has no MODULE_TYPES"
     mkdir -p "${payload}"
     for type in ${types}; do
         [[ -f "${modules}/${type}/nvidia.ko" ]] || die "${modules}/${type}/nvidia.ko is missing"
         _pack_type "${modules}/${type}" "${payload}/modules-${type}.tar.zst"
     done
-    {
-        local key
-        for key in DRIVER_VERSION KERNEL_NAME MODULE_TYPES; do
-            _write_entry "${key}" "$(env_value "${build_env}" "${key}")"
-        done
-        _write_entry GL_VERSION "${GL}"
-        for key in ARCH KERNEL_FLAVOUR; do
-            _write_entry "${key}" "$(env_value "${build_env}" "${key}")"
-        done
-        for key in LOAD_CHECK_VERDICT LOAD_CHECK_KERNEL LOAD_CHECK_DETAIL; do
-            _write_entry "${key}" "$(env_value "${verdict_env}" "${key}")"
-        done
-    } >"${payload}/manifest.env"
+    local -a pairs=()
+    mapfile -t pairs < <(_manifest_pairs "${build_env}" "${verdict_env}")
+    kv_write "${payload}/manifest.env" "${pairs[@]}" || die "manifest values must be one line each: ${pairs[*]}"
     (cd "${payload}" && sha256sum -- manifest.env modules-*.tar.zst >SHA256SUMS)
-    log "payload for $(env_value "${build_env}" KERNEL_NAME): $(du -sh "${payload}" | cut -f1)"
+    log "payload for $(kv_get "${build_env}" KERNEL_NAME): $(du -sh "${payload}" | cut -f1)"
 }
 
 main "$@"

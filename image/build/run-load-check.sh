@@ -16,7 +16,7 @@ readonly LOAD_CHECK_SCRIPT="${LOAD_CHECK_SCRIPT:-/verify/load-check.sh}"
 
 # The manifest quotes values in double quotes: keep characters out that would need escaping.
 _clean() {
-    tr -d "\"\$\`\\\\" <<<"$1"
+    tr -d "\n\r\"\$\`\\\\" <<<"$1"
 }
 
 _qemu_package() {
@@ -37,17 +37,17 @@ _install_tools() {
 
 _write_verdict() {
     local out="$1" verdict="$2" kernel="$3" detail="$4"
-    printf 'LOAD_CHECK_VERDICT=%s\nLOAD_CHECK_KERNEL=%s\nLOAD_CHECK_DETAIL=%s\n' \
-        "${verdict}" "${kernel}" "$(_clean "${detail}")" >"${out}"
+    kv_write "${out}" LOAD_CHECK_VERDICT "${verdict}" LOAD_CHECK_KERNEL "${kernel}" \
+        LOAD_CHECK_DETAIL "$(_clean "${detail}")" || die "cannot write ${out}"
 }
 
 main() {
     local modules="${1:?usage: run-load-check.sh MODULES_DIR}"
     local build_env="${modules}/build.env" kernel types arch
     [[ -f "${build_env}" ]] || die "${build_env} is missing: run compile-modules.sh first"
-    kernel=$(env_value "${build_env}" KERNEL_NAME)
-    types=$(env_value "${build_env}" MODULE_TYPES)
-    arch="${ARCH:-$(env_value "${build_env}" ARCH)}"
+    kernel=$(kv_get "${build_env}" KERNEL_NAME) || die "${build_env} has no KERNEL_NAME"
+    types=$(kv_get "${build_env}" MODULE_TYPES) || die "${build_env} has no MODULE_TYPES"
+    arch="${ARCH:-$(kv_get "${build_env}" ARCH || true)}"
 
     case "${MODE}" in
         off)
@@ -68,7 +68,7 @@ main() {
         # stages copy.
         "${LOAD_CHECK_SCRIPT}" run "${modules}/${type}" "${kernel}" "${modules}/verdict-${type}.env" \
             --arch "${arch}" --kernel-cache /var/tmp/load-check-kernels
-        details+="${details:+; }${type}: $(env_value "${modules}/verdict-${type}.env" LOAD_CHECK_DETAIL)"
+        details+="${details:+; }${type}: $(kv_get "${modules}/verdict-${type}.env" LOAD_CHECK_DETAIL || true)"
     done
     _write_verdict "${modules}/verdict.env" pass "${kernel}" "${details}"
     log "load check passed for ${types} on ${kernel}"

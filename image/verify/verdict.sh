@@ -20,6 +20,12 @@
 #   missing-dependency, dependency-failed, vermagic, unexpected
 set -euo pipefail
 
+# The project's one KEY=VALUE writer (image/lib/keyvalue.sh; beside this file in the image's load-check stage).
+_KEYVALUE_LIB="$(dirname "${BASH_SOURCE[0]}")/keyvalue.sh"
+[[ -f "${_KEYVALUE_LIB}" ]] || _KEYVALUE_LIB="$(dirname "${BASH_SOURCE[0]}")/../lib/keyvalue.sh"
+# shellcheck source=image/lib/keyvalue.sh
+source "${_KEYVALUE_LIB}"
+
 # errno values busybox insmod returns as its exit status (include/uapi/asm-generic/errno-base.h).
 readonly ENOENT=2  # an unknown symbol
 readonly ENOEXEC=8 # invalid module format
@@ -347,8 +353,7 @@ _sanitise() {
 
 _emit() {
     local verdict="$1" detail="$2"
-    printf 'LOAD_CHECK_VERDICT=%s\nLOAD_CHECK_KERNEL=%s\nLOAD_CHECK_DETAIL=%s\n' \
-        "${verdict}" "${RELEASE}" "$(_sanitise "${detail}")"
+    kv_print LOAD_CHECK_VERDICT "${verdict}" LOAD_CHECK_KERNEL "${RELEASE}" LOAD_CHECK_DETAIL "$(_sanitise "${detail}")"
 }
 
 _parse_args() {

@@ -38,7 +38,8 @@ CompiledModules = Callable[[str, str], Path]
 
 # What a compile depends on; editing any of these (or the pins) invalidates the cached modules.
 COMPILE_INPUTS = [
-    BUILD_SCRIPTS / name for name in ("lib.sh", "detect-kernel.sh", "condense-log.sh", "compile-modules.sh")
+    *(BUILD_SCRIPTS / n for n in ("lib.sh", "detect-kernel.sh", "condense-log.sh", "compile-modules.sh")),
+    ROOT / "image" / "lib" / "keyvalue.sh",
 ]
 
 

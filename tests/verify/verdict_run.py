@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,15 @@ class Verdict:
 
 
 def parse_env(text: str) -> dict[str, str]:
-    """KEY=VALUE lines (values raw to the end of the line) as a dict."""
+    """KEY=VALUE data as image/lib/keyvalue.sh reads it (tests/test_keyvalue.py holds the two together):
+    KEY-shaped names only, values raw to the end of the line, one pair of surrounding double quotes
+    removed, the last of a repeated key wins."""
     values: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         key, sep, value = line.partition("=")
-        if sep:
+        if sep and re.fullmatch(r"[A-Z][A-Z0-9_]*", key):
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
             values[key] = value
     return values
 
