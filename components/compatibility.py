@@ -28,6 +28,9 @@ KNOWN_INCOMPATIBILITIES: tuple[Incompatibility, ...] = (
 
 # NVIDIA published its open kernel modules with the R515 driver (github.com/NVIDIA/open-gpu-kernel-modules).
 FIRST_OPEN_MODULE_BRANCH = 515
+# NVIDIA's default module type is open from branch 560 (its driver installation guide, "Kernel Modules"):
+# the newest GPUs need them; the proprietary ones are needed only for GPUs older than Turing.
+OPEN_BY_DEFAULT_BRANCH = 560
 
 
 def incompatibility(driver_version: str, gl_version: str) -> Incompatibility | None:

@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from components import selection
 from components.checksums import CHECKSUM_FILE, NVIDIA_ARCH, available_checksums
-from components.compatibility import FIRST_OPEN_MODULE_BRANCH, incompatibility
+from components.compatibility import FIRST_OPEN_MODULE_BRANCH, OPEN_BY_DEFAULT_BRANCH, incompatibility
 from components.config_errors import ConfigRuleError
 from components.image_key import ImageKey
 from components.versions import (
@@ -203,8 +203,12 @@ class TargetConfig(_Model):
     arch: Literal["amd64", "arm64"] = Field(description="amd64 or arm64")
     flavour: Literal["cloud", "metal"] = Field(description="cloud or metal")
     driver_version: str = Field(description=DRIVER_VERSION_FORM)
-    module_type: Literal["auto", "open", "proprietary"] = Field(
-        "auto", description="auto, open or proprietary"
+    module_type: Literal["auto", "open", "proprietary"] | None = Field(
+        None,
+        description=(
+            "auto (both types, the node picks), open or proprietary; unset: open from driver branch "
+            f"{OPEN_BY_DEFAULT_BRANCH}, proprietary before"
+        ),
     )
     node_selector: list[NodeRequirement] | None = Field(
         None, min_length=1, description="a non-empty list of {key, operator, values?} label expressions"
@@ -287,6 +291,34 @@ class TargetConfig(_Model):
             )
         return self
 
+    def built_module_type(self) -> str:
+        """The module types the image holds: the setting, or NVIDIA's default for the driver branch."""
+        if self.module_type is not None:
+            return self.module_type
+        return "open" if driver_branch(self.driver_version) >= OPEN_BY_DEFAULT_BRANCH else "proprietary"
+
+    def node_module_type(self) -> str:
+        """What the node installer is told: the setting, else `auto` (it picks the type the GPUs need and
+        says which type is missing when the image lacks it, e.g. a pre-Turing GPU under an open image)."""
+        return self.module_type or "auto"
+
+    def module_type_note(self) -> str | None:
+        """Said at preview when the default chose the module type (None when the stack set it)."""
+        if self.module_type is not None:
+            return None
+        built = self.built_module_type()
+        if built == "open":
+            return (
+                f"target {self.name}: moduleType not set: building the open modules only (NVIDIA's default "
+                f"from driver branch {OPEN_BY_DEFAULT_BRANCH}; GPUs older than Turing need the proprietary "
+                "ones: set moduleType: auto to ship both)"
+            )
+        return (
+            f"target {self.name}: moduleType not set: building the proprietary modules only (driver branch "
+            f"{driver_branch(self.driver_version)} is older than {OPEN_BY_DEFAULT_BRANCH}, NVIDIA's first "
+            "with open modules by default)"
+        )
+
     def selection(self) -> tuple[selection.Requirement, ...]:
         """The full node selection of this target (user expressions or the default, plus the arch)."""
         user = [r.requirement() for r in self.node_selector] if self.node_selector else None
@@ -299,7 +331,7 @@ class TargetConfig(_Model):
             gl_version=self.gl_version,
             arch=self.arch,
             flavour=self.flavour,
-            module_type=self.module_type,
+            module_type=self.built_module_type(),
         )
 
 

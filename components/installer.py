@@ -34,7 +34,7 @@ class Installer(pulumi.ComponentResource):
             target=target.name,
             namespace=args.namespace,
             image=args.image,
-            module_type=target.module_type,
+            module_type=target.node_module_type(),
             selection=target.selection(),
             parameters_config_map=args.parameters_config_map,
             pull_secret_name=args.pull_secret_name,

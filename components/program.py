@@ -67,6 +67,10 @@ def run(config: StackConfig) -> dict[str, Any]:
     """Registers every resource of the stack and returns the stack outputs."""
     for warning in unpinned_images(config):
         pulumi.log.warn(warning)
+    for target in config.targets:
+        note = target.module_type_note() if config.image.build else None
+        if note is not None:
+            pulumi.log.info(note)
     provider = cluster_provider(config)
     k8s_opts = pulumi.ResourceOptions(providers=[provider])
     pull_secret_name = _pull_secret(config, k8s_opts)
@@ -86,7 +90,11 @@ def run(config: StackConfig) -> dict[str, Any]:
             ),
             opts=k8s_opts,
         )
-        outputs[target.name] = {"image": image, "daemonSet": installer.daemonset_name}
+        outputs[target.name] = {
+            "image": image,
+            "daemonSet": installer.daemonset_name,
+            "moduleTypes": target.built_module_type() if config.image.build else target.node_module_type(),
+        }
     plugin = DevicePlugin(
         "device-plugin",
         DevicePluginArgs(

@@ -68,7 +68,32 @@ def test_the_build_args_come_from_the_same_fields() -> None:
 
 
 def test_a_built_image_is_named_by_its_targets_key() -> None:
-    config, secret = h.build_config([h.target("m", "2150.9.0", h.checksummed()[0], flavour="metal")])
+    config, secret = h.build_config(
+        [h.target("m", "2150.9.0", h.checksummed()[0], flavour="metal", moduleType="auto")]
+    )
     recorder, _ = h.run(config, secret)
     (image,) = recorder.of_type("docker:index/image:Image")
     assert image.inputs["imageName"].endswith(f":{h.checksummed()[0]}-gl2150.9.0-metal-amd64-auto")
+
+
+@pytest.mark.parametrize(
+    ("driver", "built"),
+    [("580.159.04", "open"), ("565.57.01", "open"), ("535.129.03", "proprietary")],
+)
+def test_unset_module_type_builds_nvidias_default_and_lets_the_node_pick(driver: str, built: str) -> None:
+    """NVIDIA's default is open from branch 560, proprietary before: the image holds only that type (a
+    small payload), the node is told `auto` (so a pre-Turing GPU under an open image gets a clear
+    message), and the preview says what was chosen and how to ship both."""
+    config, secret = h.build_config([h.target("t", "1877.17", driver)])
+    recorder, result = h.run(config, secret)
+    (image,) = recorder.of_type("docker:index/image:Image")
+    assert image.inputs["imageName"].endswith(f"-{built}")
+    assert h.plain(image.inputs)["build"]["args"]["MODULE_TYPE"] == built
+    (ds,) = [r for r in recorder.of_type("kubernetes:apps/v1:DaemonSet") if r.name.startswith("installer-")]
+    env = {e["name"]: e.get("value") for e in ds.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODULE_TYPE"] == "auto"
+    assert result.outputs["targets"]["t"]["moduleTypes"] == built
+    target = TargetConfig.model_validate(h.target("t", "1877.17", driver))
+    note = target.module_type_note()
+    assert note is not None and f"{built} modules only" in note
+    assert target.model_copy(update={"module_type": "auto"}).module_type_note() is None

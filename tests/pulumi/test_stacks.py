@@ -110,7 +110,7 @@ def test_installer_images_are_what_each_target_gets(example: Any) -> None:
             assert image == target["image"]  # prebuilt reference, unchanged
             continue
         tag = f"{target['driverVersion']}-gl{target['glVersion']}-{target['flavour']}-{target['arch']}-"
-        tag += target.get("moduleType", "auto")
+        tag += target.get("moduleType", _nvidia_default_type(target["driverVersion"]))
         reg = images[f"registry.example.com/gpu/nvidia-driver:{tag}"]
         assert image == h.fake_digest(h.plain(reg.inputs)), "the pod must run the pushed digest, not the tag"
 
@@ -147,7 +147,7 @@ def test_prod_builds_each_target_with_its_build_args_and_pull_secret() -> None:
             "DRIVER_VERSION": target["driverVersion"],
             "GL_VERSION": target["glVersion"],
             "KERNEL_FLAVOUR": target["flavour"],
-            "MODULE_TYPE": target.get("moduleType", "auto"),
+            "MODULE_TYPE": target.get("moduleType", _nvidia_default_type(target["driverVersion"])),
             "LOAD_CHECK": "on",
             "DRIVER_SOURCE": "nvidia",
         }
@@ -272,3 +272,8 @@ def test_module_parameters_become_modprobe_options() -> None:
         cm["data"]["modprobe.conf"]
         == "options nvidia NVreg_EnableGpuFirmware=0 NVreg_OpenRmEnableUnsupportedGpus=1\n"
     )
+
+
+def _nvidia_default_type(driver: str) -> str:
+    """NVIDIA's default module type: open from driver branch 560 (installation guide), else proprietary."""
+    return "open" if int(driver.split(".", maxsplit=1)[0]) >= 560 else "proprietary"
