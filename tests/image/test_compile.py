@@ -6,6 +6,7 @@ load-check tests reuse the same builds. Pins: tests/pins.env.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -121,3 +122,25 @@ def test_missing_headers_fail_naming_flavour(debian_driver_tree: Path, tmp_path:
     assert result.returncode != 0
     assert "no kernel headers for flavour cloud, arch amd64, version 6.99.0-1" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("release", [f"{K61}-amd64", f"{K612}-amd64"])
+def test_an_open_modules_payload_is_at_most_6_mib_per_kernel(
+    compiled_modules: CompiledModules, tmp_path: Path, release: str
+) -> None:
+    """The default payload (open modules, docs/configuration.md "Module types") packed by the image's own
+    pack-payload.sh: what a node pulls on a kernel change stays a few megabytes."""
+    modules = tmp_path / "modules"
+    shutil.copytree(
+        compiled_modules(release, "open"), modules / "open", ignore=shutil.ignore_patterns("logs")
+    )
+    (modules / "build.env").write_text(
+        f"DRIVER_VERSION={VERSION}\nKERNEL_NAME={release}\nMODULE_TYPES=open\nARCH=amd64\nKERNEL_FLAVOUR=metal\n"
+    )
+    (modules / "verdict.env").write_text(f"LOAD_CHECK_VERDICT=pass\nLOAD_CHECK_KERNEL={release}\n")
+    pack = Path(__file__).resolve().parents[2] / "image" / "build" / "pack-payload.sh"
+    payload = tmp_path / "payload"
+    subprocess.run([str(pack), str(modules), str(payload)], env={**os.environ, "GL_VERSION": "1877.17"},
+                   check=True, capture_output=True)  # fmt: skip
+    size = (payload / "modules-open.tar.zst").stat().st_size
+    assert size <= 6 * 2**20, f"modules-open.tar.zst for {release} is {size / 2**20:.1f} MiB"
