@@ -491,6 +491,19 @@ def test_unknown_command(node: FakeNode) -> None:
     assert run.rc == 2 and "unknown command 'instal'" in run.first_error
 
 
+def test_help_is_a_written_usage_text_naming_every_command_and_exit_code(node: FakeNode) -> None:
+    run = node.run("help")
+    assert run.rc == 0 and run.stdout.startswith("Usage: nvidia-installer [COMMAND]")
+    for command in ("install", "probe", "status", "help"):
+        assert f"\n  {command} " in run.stdout
+    # Every exit code docs/node.md's table lists (but 0 and 1) is named in the help.
+    table = (INSTALLER.parents[2] / "docs/node.md").read_text().split("## Messages and exit codes", 1)[1]
+    codes = {int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)} - {0, 1}
+    assert codes == set(range(2, 14))
+    for code in codes:
+        assert re.search(rf"\b{code} [a-z]", run.stdout), f"exit code {code} missing from the help"
+
+
 # ---- the harness itself ----
 
 

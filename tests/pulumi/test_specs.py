@@ -292,6 +292,8 @@ def test_a_config_map_is_named_by_its_content_and_owns_its_data() -> None:
     assert cm["metadata"]["name"] == specs.content_name("base", data)
     assert cm["data"] == data and cm["data"] is not data
     assert (cm["apiVersion"], cm["kind"], cm["metadata"]["namespace"]) == ("v1", "ConfigMap", "ns")
+    # Its name stands for its content: the API server must refuse any change under a running pod.
+    assert cm["immutable"] is True
 
 
 def test_modprobe_conf_has_one_options_line_per_module_with_parameters() -> None:
