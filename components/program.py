@@ -93,6 +93,9 @@ def run(config: StackConfig) -> dict[str, Any]:
         outputs[target.name] = {
             "image": image,
             "daemonSet": installer.daemonset_name,
+            # "Which driver runs where": the node selection, as kubectl's label-selector syntax reads.
+            "driverVersion": target.driver_version,
+            "nodeSelection": " AND ".join(r.describe() for r in target.selection()),
             "moduleTypes": target.built_module_type() if config.image.build else target.node_module_type(),
         }
     plugin = DevicePlugin(

@@ -116,11 +116,22 @@ def test_installer_images_are_what_each_target_gets(example: Any) -> None:
 
 
 def test_stack_outputs_name_image_and_daemonset_per_target(example: Any) -> None:
-    _, config, _, result = example
+    _, config, recorder, result = example
     names = [t["name"] for t in config[f"{h.NS}:targets"]]
     assert set(result.outputs["targets"]) == set(names)
+    daemonsets = _by_name(recorder, DS)
+    by_name = {t["name"]: t for t in config[f"{h.NS}:targets"]}
     for name in names:
-        assert result.outputs["targets"][name]["daemonSet"] == f"nvidia-installer-{name}"
+        out = result.outputs["targets"][name]
+        assert out["daemonSet"] == f"nvidia-installer-{name}"
+        assert out["driverVersion"] == by_name[name]["driverVersion"]
+        # The selection shown is the one the DaemonSet's affinity holds, expression by expression.
+        (term,) = _terms(daemonsets[f"nvidia-installer-{name}"])
+        shown = [
+            f"{e['key']} {e['operator']}" + (f" [{', '.join(e['values'])}]" if "values" in e else "")
+            for e in term
+        ]
+        assert out["nodeSelection"] == " AND ".join(shown)
     assert result.outputs["devicePluginDaemonSet"] == "nvidia-device-plugin"
 
 
