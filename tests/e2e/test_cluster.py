@@ -176,6 +176,20 @@ def test_installers_run_on_exactly_their_targets_nodes(stack: ClusterStack) -> N
         wait_for(f"nodes of {name}", partial(nodes_of, stack.api, name), EXPECTED[name])
 
 
+def test_stack_output_says_which_driver_runs_where(stack: ClusterStack) -> None:
+    targets = stack.project.outputs()["targets"]
+    assert targets["gl1877-cloud"]["image"] == IMAGE_1877
+    assert targets["gl1877-cloud"]["driverVersion"] == "580.159.04"
+    # A prebuilt image without moduleType: the node is told auto; with it, the setting.
+    assert (targets["gl1877-cloud"]["moduleTypes"], targets["gl2150-metal"]["moduleTypes"]) == (
+        "auto",
+        "open",
+    )
+    assert targets["gl2150-metal"]["nodeSelection"] == (
+        "gpu Exists AND os-version In [2150.9.0] AND kubernetes.io/arch In [amd64]"
+    )
+
+
 def test_device_plugin_runs_on_the_union_and_was_awaited(stack: ClusterStack) -> None:
     # `pulumi up` waits for the device plugin's rollout: when it returned, every pod was ready.
     status = daemonset(stack.api, DEVICE_PLUGIN)["status"]
