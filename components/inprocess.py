@@ -129,6 +129,9 @@ def run_in_process(
     collect = _Collect()
     logger.handlers = [collect]
     try:
+        # A fresh root stack resource for this loop: set_mocks keeps an existing one, and one left by an
+        # earlier run (a ConfigError run ends before its root is used) is bound to that run's closed loop.
+        pulumi.runtime.settings.reset_options(project=PROJECT, stack=stack)
         pulumi.runtime.set_all_config(dict(values), list(secret_keys))
         pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=logger)
         try:

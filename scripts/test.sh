@@ -59,8 +59,13 @@ main() {
         _start_tools_build
     fi
     cd "${ROOT}"
-    local status=0
-    "${ROOT}/.venv/bin/python" -m pytest "$@" || status=$?
+    local status=0 parallel=()
+    # The fast tier alone spreads over the cores (pytest-xdist); the slow and e2e tiers share caches,
+    # a control plane and file locks, and the e2e tests must run last: they stay in one process.
+    if ! _wants_slow_tier "$@" && ! _wants_e2e_tier "$@"; then
+        parallel=(-n auto)
+    fi
+    "${ROOT}/.venv/bin/python" -m pytest "${parallel[@]}" "$@" || status=$?
     _stop_tools_build
     return "${status}"
 }
