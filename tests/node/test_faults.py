@@ -204,6 +204,7 @@ def test_garbage_device_id_is_ignored_for_the_type(node: FakeNode) -> None:
 def test_garbage_refcount_of_a_loaded_old_driver_counts_as_busy(node: FakeNode) -> None:
     node.load_module("nvidia", "570.124.06")
     (node.sys / "module/nvidia/refcnt").write_bytes(b"\x00garbage")
+    node.env_extra.update(IDLE_WAIT_SECONDS="1", IDLE_POLL_SECONDS="0.2")
     _fails_unchanged(node, 6, "no process found holding /dev/nvidia*")
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -286,8 +290,10 @@ def test_other_driver_loaded_and_busy_stops_naming_the_process(node: FakeNode) -
     node.add_process(4242, "python3", ("/dev/nvidia0", "/dev/nvidiactl", "/dev/pts/0"))
     node.add_process(777, "bash", ("/dev/null",))
     (node.host / READY_FILE).write_text(f"DRIVER_VERSION={OLD_DRIVER}\n")
+    node.env_extra.update(IDLE_WAIT_SECONDS="1", IDLE_POLL_SECONDS="0.2")
     before = node.snapshot()
     run = node.run()
+    assert "waiting for GPU jobs to finish" in run.stderr and "4242 (python3)" in run.stderr
     assert run.rc == 6
     assert "4242 (python3)" in run.first_error and "777" not in run.first_error
     assert OLD_DRIVER in run.first_error and "drain" in run.first_error
@@ -298,11 +304,46 @@ def test_other_driver_loaded_and_busy_stops_naming_the_process(node: FakeNode) -
 def test_other_driver_in_use_by_refcount_alone_stops(node: FakeNode) -> None:
     node.load_module("nvidia", OLD_DRIVER, refcnt=2, holders=("nvidia_uvm",))
     node.load_module("nvidia_uvm", OLD_DRIVER)
+    node.env_extra.update(IDLE_WAIT_SECONDS="1", IDLE_POLL_SECONDS="0.2")
     before = node.snapshot()
     run = node.run()
     assert run.rc == 6 and "no process found" in run.first_error
     assert "module nvidia has 1 user(s)" in run.stderr
     assert node.snapshot() == before
+
+
+def test_busy_old_driver_is_replaced_once_the_job_ends_without_a_restart(node: FakeNode) -> None:
+    """Issue 10: a driver swap waits for running GPU jobs (not ready meanwhile), then goes on by itself."""
+    node.load_module("nvidia", OLD_DRIVER, refcnt=1)
+    node.add_process(4242, "python3", ("/dev/nvidia0",))
+    node.env_extra.update(IDLE_POLL_SECONDS="0.1")
+    log = node.root / "installer.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(["bash", str(INSTALLER), "install"], env=node.env(), stderr=err,
+                                start_new_session=True)  # fmt: skip
+        try:
+            _await(lambda: "waiting for GPU jobs to finish" in log.read_text())
+            time.sleep(0.5)  # still waiting: nothing unloaded, nothing ready
+            assert node.calls("rmmod") == [] and not (node.host / READY_FILE).exists()
+            assert proc.poll() is None
+            shutil.rmtree(node.proc / "4242")  # the job ends and lets go of the GPU
+            (node.sys / "module/nvidia/refcnt").write_text("0\n")
+            _await((node.host / READY_FILE).exists)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert node.calls("rmmod") == [["nvidia"]]
+    assert node.ready_values()["DRIVER_VERSION"] == DRIVER
+    # Said when what it waits for changes, not at every poll.
+    waits = [line for line in log.read_text().splitlines() if "waiting for GPU jobs" in line]
+    assert len([line for line in waits if "4242 (python3)" in line]) == 1
+
+
+def _await(condition: Callable[[], bool], seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition never met"
+        time.sleep(0.02)
 
 
 def test_other_driver_idle_is_unloaded_in_order_then_new_one_installed(node: FakeNode) -> None:
