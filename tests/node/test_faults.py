@@ -326,6 +326,10 @@ def test_prune_keeps_the_tree_in_use_and_the_previous_one(node: FakeNode) -> Non
         if build == 0:
             node.add_container_mount(999, node.tree("open"))  # a long job on the first build's tree
     assert node.cache_entries() == sorted([names[0], names[2], names[3]])
+    # A reboot on the same tree keeps the previous one (the way back).
+    node.reboot()
+    assert node.run().rc == 0
+    assert node.cache_entries() == sorted([names[0], names[2], names[3]])
 
 
 # ---- locks, hangs, signals ----
