@@ -149,9 +149,8 @@ class FakeNode:
             real = shutil.which(name)
             assert real, f"{name} is needed by the installer tests"
             spy = self.tools / name
-            spy.write_text(
-                f'#!{shutil.which("bash")}\nprintf "%s %s\\n" {name} "$*" >>"$STUB_LOG"\nexec {real} "$@"\n'
-            )
+            record = f'printf "%s %s\\n" {name} "$*" >>"$STUB_LOG"\n'
+            spy.write_text(f'#!{shutil.which("bash")}\n{record}{_fill_hook(name)}exec {real} "$@"\n')
             spy.chmod(0o755)
 
     def make_userspace(self, driver: str | None = None) -> None:
@@ -429,6 +428,18 @@ def tar_zstd(files: dict[str, bytes]) -> bytes:
     zstd = shutil.which("zstd")
     assert zstd
     return subprocess.run([zstd, "-q", "-c"], input=buf.getvalue(), capture_output=True, check=True).stdout
+
+
+def _fill_hook(name: str) -> str:
+    """FAKE_FILL=<file>:<n>: the n-th call of this spied tool first fills that file's filesystem (another
+    writer filling the disk while the installer unpacks, after its free-space check)."""
+    dd = shutil.which("dd")
+    assert dd, "dd is needed by the installer tests"
+    return (
+        f'if [[ -n "${{FAKE_FILL:-}}" ]] && '
+        f'[[ "$(grep -c "^{name} " "$STUB_LOG")" == "${{FAKE_FILL#*:}}" ]]; '
+        f'then {dd} if=/dev/zero of="${{FAKE_FILL%:*}}" bs=64k 2>/dev/null || true; fi\n'
+    )
 
 
 def _kill_group(sid: int) -> None:

@@ -494,3 +494,18 @@ def test_modules_tarball_helper_is_real() -> None:
     ).stdout.decode()  # fmt: skip
     assert sorted(listing.split()) == sorted(f"kernel-open/{m}.ko" for m in MODULES)
     assert tar_zstd({"a": b"b"})[:4] == b"\x28\xb5\x2f\xfd"
+
+
+def test_disk_filled_by_another_writer_while_unpacking(
+    node: FakeNode, mount_tmpfs: Callable[[Path, str], None]
+) -> None:
+    """Room at the free-space check, none a moment later: tar fails, the installer says so (exit 12),
+    removes its staging dir and leaves the driver link as it was."""
+    installer_dir = node.host / "opt/nvidia-installer"
+    mount_tmpfs(installer_dir, "size=8m")
+    node.env_extra["FAKE_FILL"] = f"{installer_dir}/filler:2"  # the 2nd zstd: the unpack, not the listing
+    run = node.run()
+    assert run.rc == 12, run.stderr
+    assert "no space left in /opt/nvidia-installer on node gpu-node-1 while unpacking" in run.first_error
+    assert _leftovers(node) == [] and not (installer_dir / "driver").exists()
+    assert node.calls("modprobe") == []
