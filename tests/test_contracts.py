@@ -276,30 +276,57 @@ def test_load_check_guest_arches_are_the_target_arches() -> None:
 # ---- (b) where the image puts things -----------------------------------------------------------------
 
 
-def dockerfile_final_stage() -> list[tuple[str, str]]:
-    """(instruction, arguments) of the Dockerfile's last stage, continuation lines joined."""
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Each stage's (instruction, arguments), continuation lines joined; the last stage is "final"."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    instructions = []
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
     for raw in text.splitlines():
         line = raw.strip()
-        if line and not line.startswith("#"):
-            keyword, _, args = line.partition(" ")
-            instructions.append((keyword.upper(), args.strip()))
-    last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
-    return instructions[last_from + 1 :]
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, args = line.partition(" ")
+        if keyword.upper() == "FROM":
+            words = args.split()
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else "final"
+            current = stages.setdefault(name, [])
+            continue
+        current.append((keyword.upper(), args.strip()))
+    return stages
+
+
+def dockerfile_final_stage() -> list[tuple[str, str]]:
+    """(instruction, arguments) of the Dockerfile's last stage."""
+    return dockerfile_stages()["final"]
+
+
+def _copy_paths(args: str) -> tuple[str | None, list[str]]:
+    words = args.split()
+    stage = next((w.removeprefix("--from=") for w in words if w.startswith("--from=")), None)
+    return stage, [w for w in words if not w.startswith("--")]
 
 
 def final_copies() -> dict[str, str]:
-    """Destination -> source of every COPY into the final image (sources from the build context or
-    `stage:path` for --from)."""
+    """Image path -> where it comes from: a build-context file, `stage:path` for a COPY --from, or
+    `stage:RUN` for what a stage's RUN writes under the layer root it hands over whole (`COPY
+    --from=<stage> /layer/ /`: build/seal-layer.sh)."""
+    stages = dockerfile_stages()
     copies = {}
-    for keyword, args in dockerfile_final_stage():
+    for keyword, args in stages["final"]:
         if keyword != "COPY":
             continue
-        words = args.split()
-        stage = next((w.removeprefix("--from=") for w in words if w.startswith("--from=")), None)
-        paths = [w for w in words if not w.startswith("--")]
+        stage, paths = _copy_paths(args)
         assert len(paths) == 2, f"COPY with several sources: {args}"
+        if stage is not None and paths == ["/layer/", "/"]:
+            for inner_keyword, inner_args in stages[stage]:
+                inner_stage, inner_paths = _copy_paths(inner_args)
+                if inner_keyword == "COPY" and inner_stage is None and inner_paths[-1].startswith("/layer/"):
+                    assert len(inner_paths) == 2, f"COPY with several sources into a layer: {inner_args}"
+                    copies[inner_paths[1].removeprefix("/layer")] = inner_paths[0]
+                elif inner_keyword == "RUN":
+                    for written in re.findall(r"/layer(/\S+)", inner_args):
+                        copies[written] = f"{stage}:RUN"
+            continue
         copies[paths[1].rstrip("/") or "/"] = f"{stage}:{paths[0]}" if stage else paths[0]
     return copies
 

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +171,9 @@ def run_ok(argv: list[str], timeout: int = 600) -> str:
     return result.stdout
 
 
-def build_image(base: str, flavour: str, tag: str, load_check: str = "on") -> None:
+def build_image(
+    base: str, flavour: str, tag: str, load_check: str = "on", podman: Sequence[str] = ("podman",)
+) -> None:
     """Builds image/Dockerfile for the open modules of the pinned Debian driver on the stand-in base."""
     args = {
         "ARCH": "amd64",
@@ -184,17 +186,17 @@ def build_image(base: str, flavour: str, tag: str, load_check: str = "on") -> No
         "BUILD_BASE": base,
         "RUNTIME_BASE": base,
     }
-    argv = ["podman", "build", "--isolation=chroot", "--layers", "-f", str(CONTEXT / "Dockerfile"), "-t", tag]
+    argv = [*podman, "build", "--isolation=chroot", "--layers", "-f", str(CONTEXT / "Dockerfile"), "-t", tag]
     for key, value in args.items():
         argv += ["--build-arg", f"{key}={value}"]
     run_ok([*argv, str(CONTEXT)], timeout=3600)
 
 
-def push_image(tag: str, registry: str, name: str, tmp: Path) -> Pushed:
+def push_image(tag: str, registry: str, name: str, tmp: Path, podman: Sequence[str] = ("podman",)) -> Pushed:
     """Pushes to the loopback registry and reads digest, manifest and config back with skopeo."""
     ref = f"{registry}/nvidia-installer:{name}"
     digestfile = tmp / f"{name}.digest"
-    run_ok(["podman", "push", "--tls-verify=false", "--digestfile", str(digestfile), tag, ref])
+    run_ok([*podman, "push", "--tls-verify=false", "--digestfile", str(digestfile), tag, ref])
     inspect = ["skopeo", "inspect", "--tls-verify=false"]
     digest = run_ok([*inspect, f"docker://{ref}", "--format", "{{.Digest}}"]).strip()
     if digest != digestfile.read_text().strip():

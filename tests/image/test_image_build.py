@@ -17,6 +17,7 @@ import pytest
 from tests.containers import PODMAN_RUN
 from tests.image.images import Pushed, build_image, push_image, run_ok
 from tests.pins import PINS
+from tests.verify.verdict_run import parse_env
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +81,36 @@ def test_kernels_of_one_driver_share_every_layer_but_the_payload(images: dict[st
     assert unique < 0.2 * total, f"a node moving to the second kernel pulls {unique} of {total} bytes"
 
 
+def _diff_ids(pushed: Pushed) -> list[str]:
+    rootfs = pushed.config["rootfs"]
+    assert isinstance(rootfs, dict)
+    return list(rootfs["diff_ids"])
+
+
+def test_a_builder_without_a_shared_cache_makes_the_same_layers(
+    images: dict[str, Pushed], standin_base: str, registry: str, tmp_path: Path
+) -> None:
+    """Issue 8: another builder (its own storage, so no layer cache, and another time) builds the runtime
+    root, user space and installer layers byte for byte alike, so a node moving to a new kernel pulls
+    only the payload whoever built its image. The base moves over as an archive, as a runner pulls it."""
+    storage = tmp_path / "storage"
+    podman = ("podman", "--root", str(storage / "root"), "--runroot", str(storage / "run"))
+    archive = tmp_path / "base.tar"
+    run_ok(["podman", "save", "-o", str(archive), standin_base])
+    run_ok([*podman, "load", "-i", str(archive)])
+    tag = "localhost/nvidia-installer-test:elsewhere"
+    try:
+        build_image(standin_base, "cloud", tag, load_check="off", podman=podman)
+        other = push_image(tag, registry, "elsewhere", tmp_path, podman=podman)
+    finally:
+        subprocess.run([*podman, "rmi", "--all", "--force"], capture_output=True, check=False)
+    assert _diff_ids(other)[:3] == _diff_ids(images["cloud"])[:3] == _diff_ids(images["metal"])[:3]
+    assert [layer["digest"] for layer in other.layers[:3]] == [
+        layer["digest"] for layer in images["cloud"].layers[:3]
+    ]
+    assert _diff_ids(other)[3] != _diff_ids(images["cloud"])[3]  # load check off: another manifest
+
+
 def test_final_image_is_minimal_and_complete(images: dict[str, Pushed], tmp_path: Path) -> None:
     files = _files("localhost/nvidia-installer-test:cloud", tmp_path)
     for path in FORBIDDEN:
@@ -115,14 +146,12 @@ def test_image_records_kernel_and_load_check_verdict(images: dict[str, Pushed], 
             "modprobe --version >/dev/null && flock --version >/dev/null && cat manifest.env",
         ]
     )
-    values = dict(
-        line.split("=", 1) for line in manifest.splitlines() if "=" in line and not line.endswith(".ko")
-    )
-    assert values["KERNEL_NAME"] == f'"{KERNELS["cloud"]}"'
-    assert values["KERNEL_FLAVOUR"] == '"cloud"'
-    assert values["MODULE_TYPES"] == '"open"'
-    assert values["LOAD_CHECK_VERDICT"] == '"pass"'
-    assert values["LOAD_CHECK_KERNEL"] == f'"{KERNELS["cloud"]}"'
+    values = parse_env(manifest)  # the tar listing's lines are no KEY=VALUE lines
+    assert values["KERNEL_NAME"] == KERNELS["cloud"]
+    assert values["KERNEL_FLAVOUR"] == "cloud"
+    assert values["MODULE_TYPES"] == "open"
+    assert values["LOAD_CHECK_VERDICT"] == "pass"
+    assert values["LOAD_CHECK_KERNEL"] == KERNELS["cloud"]
     assert "./nvidia.ko" in manifest
     labels = images["cloud"].config["config"]
     assert isinstance(labels, dict)
