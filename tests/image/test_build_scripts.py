@@ -482,3 +482,28 @@ def test_fetch_refuses_a_download_that_does_not_match(mirrors: tuple[str, Path],
     assert result.returncode != 0
     assert f"checksum mismatch for NVIDIA-Linux-x86_64-580.10.02.run: expected {'ab' * 32}" in result.stderr
     assert not (tmp_path / "driver").exists()
+
+
+def test_seal_layer_sets_every_timestamp_to_zero_and_changes_nothing_else(tmp_path: Path) -> None:
+    root = tmp_path / "layer"
+    (root / "opt/nvidia-installer/userspace/lib").mkdir(parents=True)
+    lib = root / "opt/nvidia-installer/userspace/lib/libcuda.so.580.65.06"
+    lib.write_bytes(b"\x7fELF")
+    lib.chmod(0o755)
+    (lib.parent / "libcuda.so.1").symlink_to(lib.name)
+    outside = tmp_path / "outside"
+    outside.write_text("not in the layer")
+    (root / "opt/link-out").symlink_to(outside)
+    before = outside.stat().st_mtime_ns
+    result = run("seal-layer.sh", str(root))
+    assert result.returncode == 0, result.stderr
+    for path in [root, *root.rglob("*")]:
+        assert path.lstat().st_mtime_ns == 0, path
+    assert lib.read_bytes() == b"\x7fELF" and lib.stat().st_mode & 0o777 == 0o755
+    assert os.readlink(lib.parent / "libcuda.so.1") == lib.name
+    assert outside.stat().st_mtime_ns == before  # a symlink's own time, never its target's
+
+
+def test_seal_layer_refuses_a_missing_root(tmp_path: Path) -> None:
+    result = run("seal-layer.sh", str(tmp_path / "absent"))
+    assert result.returncode != 0 and "is not a directory" in result.stderr
