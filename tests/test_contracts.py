@@ -5,6 +5,7 @@ Fast: no compile, no download, no module loaded."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -457,3 +458,37 @@ def test_module_parameters_name_modules_the_node_loads() -> None:
     keys = {field.alias or name for name, field in ModuleParametersConfig.model_fields.items()}
     loaded = set(bash_value(NODE, "NVIDIA_MODULES_REQUIRED"))
     assert keys and keys <= loaded
+
+
+def _admitted_by_dockerignore(relative: str, patterns: list[str]) -> bool:
+    """Whether image/.dockerignore sends this context path to the builder (last matching pattern wins;
+    a pattern matching a parent directory counts, as `*` excludes whole top-level directories)."""
+    admitted = True
+    parts = PurePosixPath(relative).parts
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        glob = pattern.removeprefix("!")
+        if any(fnmatch.fnmatchcase(c, glob) and c.count("/") == glob.count("/") for c in candidates):
+            admitted = negated
+    return admitted
+
+
+def test_every_file_the_dockerfile_copies_from_the_context_reaches_the_builder() -> None:
+    lines = (IMAGE / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    sources = []
+    for stage in dockerfile_stages().values():
+        for keyword, args in stage:
+            if keyword == "COPY":
+                from_stage, paths = _copy_paths(args)
+                if from_stage is None:
+                    sources += paths[:-1]
+    assert sources
+    for source in sources:
+        path = IMAGE / source
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        assert files, f"COPY source {source} does not exist"
+        for file in files:
+            relative = file.relative_to(IMAGE).as_posix()
+            assert _admitted_by_dockerignore(relative, patterns), f"image/.dockerignore leaves out {relative}"
