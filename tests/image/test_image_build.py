@@ -7,8 +7,10 @@ here. Each build compiles the open modules once (a few minutes) and runs the QEM
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,8 +95,9 @@ def test_a_builder_without_a_shared_cache_makes_the_same_layers(
     """Issue 8: another builder (its own storage, so no layer cache, and another time) builds the runtime
     root, user space and installer layers byte for byte alike, so a node moving to a new kernel pulls
     only the payload whoever built its image. The base moves over as an archive, as a runner pulls it."""
-    storage = tmp_path / "storage"
-    podman = ("podman", "--root", str(storage / "root"), "--runroot", str(storage / "run"))
+    # podman refuses a runroot path longer than 50 characters: a short one of its own.
+    runroot = Path(tempfile.mkdtemp(prefix="nvi-run-", dir="/tmp"))
+    podman = ("podman", "--root", str(tmp_path / "storage"), "--runroot", str(runroot))
     archive = tmp_path / "base.tar"
     run_ok(["podman", "save", "-o", str(archive), standin_base])
     run_ok([*podman, "load", "-i", str(archive)])
@@ -104,6 +107,7 @@ def test_a_builder_without_a_shared_cache_makes_the_same_layers(
         other = push_image(tag, registry, "elsewhere", tmp_path, podman=podman)
     finally:
         subprocess.run([*podman, "rmi", "--all", "--force"], capture_output=True, check=False)
+        shutil.rmtree(runroot, ignore_errors=True)
     assert _diff_ids(other)[:3] == _diff_ids(images["cloud"])[:3] == _diff_ids(images["metal"])[:3]
     assert [layer["digest"] for layer in other.layers[:3]] == [
         layer["digest"] for layer in images["cloud"].layers[:3]
