@@ -18,6 +18,7 @@ import signal
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -348,7 +349,7 @@ class FakeNode:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             if kill_group:
-                _kill_group(proc.pid)
+                kill_session(proc.pid)
         return Run(
             rc=proc.returncode, stderr=stderr, ready=ready, term_seconds=term_seconds, stdout=stdout,
             ready_seconds=ready_seconds,
@@ -442,15 +443,18 @@ def _fill_hook(name: str) -> str:
     )
 
 
-def _kill_group(sid: int) -> None:
+def kill_session(sid: int) -> None:
     """SIGKILL whatever is left of an installer's session (a hung stub after the installer was killed;
     `timeout` gives its command a process group of its own, the session stays)."""
     subprocess.run(["pkill", "-KILL", "-s", str(sid)], check=False)
 
 
-def kill_group(sid: int) -> None:
-    """For tests that leave orphans on purpose (kill_group=False): end them."""
-    _kill_group(sid)
+def wait_until(condition: Callable[[], bool], seconds: float = 15.0) -> None:
+    """Polls `condition` every 20 ms; fails the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition never met"
+        time.sleep(0.02)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

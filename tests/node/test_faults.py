@@ -13,7 +13,6 @@ import io
 import os
 import subprocess
 import tarfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,9 +26,10 @@ from tests.node.fakenode import (
     READY_FILE,
     FakeNode,
     is_running,
-    kill_group,
+    kill_session,
     modules_tarball,
     tar_zstd,
+    wait_until,
 )
 
 CACHE = "opt/nvidia-installer/cache"
@@ -349,7 +349,7 @@ def test_orphaned_child_does_not_keep_the_lock(node: FakeNode) -> None:
         assert run.rc == 0 and run.ready, run.stderr
         assert is_running(stub_pid)  # still hung, and still not holding the lock
     finally:
-        kill_group(orphans)
+        kill_session(orphans)
 
 
 def test_lock_timeout_names_the_holder(node: FakeNode) -> None:
@@ -359,7 +359,7 @@ def test_lock_timeout_names_the_holder(node: FakeNode) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _await(node.state / "modprobe-running")
+        wait_until((node.state / "modprobe-running").exists)
         node.add_process(holder.pid, "nvidia-installer", ())  # the fake /proc shows the host's processes
         node.env_extra["LOCK_TIMEOUT"] = "1"
         del node.env_extra["FAKE_HANG"]
@@ -367,7 +367,7 @@ def test_lock_timeout_names_the_holder(node: FakeNode) -> None:
         assert run.rc == 9
         assert f"by installer pod nvidia-installer-abcde (pid {holder.pid}, since " in run.first_error
     finally:
-        kill_group(holder.pid)
+        kill_session(holder.pid)
         holder.wait()
 
 
@@ -380,13 +380,6 @@ def test_lock_holder_file_of_garbage(node: FakeNode) -> None:
         _fails_unchanged(node, 9, "by an unknown process")
     finally:
         os.close(fd)
-
-
-def _await(path: Path, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
 
 
 def test_sigterm_during_a_hung_command_is_acted_on_at_once(node: FakeNode) -> None:

@@ -8,12 +8,11 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.node.fakenode import DRIVER, INSTALLER, KERNEL, READY_FILE, FakeNode, is_running
+from tests.node.fakenode import DRIVER, INSTALLER, KERNEL, READY_FILE, FakeNode, is_running, wait_until
 
 OLD_DRIVER = "570.124.06"
 NEW_DRIVER = "580.82.07"
@@ -322,13 +321,13 @@ def test_busy_old_driver_is_replaced_once_the_job_ends_without_a_restart(node: F
         proc = subprocess.Popen(["bash", str(INSTALLER), "install"], env=node.env(), stderr=err,
                                 start_new_session=True)  # fmt: skip
         try:
-            _await(lambda: "waiting for GPU jobs to finish" in log.read_text())
+            wait_until(lambda: "waiting for GPU jobs to finish" in log.read_text())
             time.sleep(0.5)  # still waiting: nothing unloaded, nothing ready
             assert node.calls("rmmod") == [] and not (node.host / READY_FILE).exists()
             assert proc.poll() is None
             shutil.rmtree(node.proc / "4242")  # the job ends and lets go of the GPU
             (node.sys / "module/nvidia/refcnt").write_text("0\n")
-            _await((node.host / READY_FILE).exists)
+            wait_until((node.host / READY_FILE).exists)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -337,13 +336,6 @@ def test_busy_old_driver_is_replaced_once_the_job_ends_without_a_restart(node: F
     # Said when what it waits for changes, not at every poll.
     waits = [line for line in log.read_text().splitlines() if "waiting for GPU jobs" in line]
     assert len([line for line in waits if "4242 (python3)" in line]) == 1
-
-
-def _await(condition: Callable[[], bool], seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition never met"
-        time.sleep(0.02)
 
 
 def test_other_driver_idle_is_unloaded_in_order_then_new_one_installed(node: FakeNode) -> None:
