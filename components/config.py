@@ -19,6 +19,7 @@ from components.checksums import CHECKSUM_FILE, NVIDIA_ARCH, available_checksums
 from components.compatibility import FIRST_OPEN_MODULE_BRANCH, OPEN_BY_DEFAULT_BRANCH, incompatibility
 from components.config_errors import ConfigRuleError
 from components.image_key import ImageKey
+from components.operator_config import GpuOperatorConfig
 from components.versions import (
     DRIVER_VERSION_FORM,
     GL_VERSION_FORM,
@@ -345,11 +346,22 @@ class TimeSharingConfig(_Model):
     )
 
 
-class DevicePluginConfig(_Model):
-    """The device-plugin DaemonSet's image and sharing options."""
+Provider = Literal["gke", "gpu-operator"]
+GKE: Provider = "gke"
+GPU_OPERATOR: Provider = "gpu-operator"
 
-    image: str = Field(DEFAULT_DEVICE_PLUGIN_IMAGE, description=IMAGE_FORM)
-    time_sharing: TimeSharingConfig | None = Field(None, description="{maxSharedClientsPerGpu: N}")
+
+class DevicePluginConfig(_Model):
+    """Who advertises the GPUs: GKE's device plugin (a DaemonSet declared here, with its image and sharing
+    options) or NVIDIA's GPU Operator (settings under `gpuOperator`)."""
+
+    provider: Provider = Field(
+        GKE, description="gke (GKE's device plugin, the default) or gpu-operator (NVIDIA's GPU Operator)"
+    )
+    image: str = Field(DEFAULT_DEVICE_PLUGIN_IMAGE, description=f"{IMAGE_FORM} (GKE's plugin only)")
+    time_sharing: TimeSharingConfig | None = Field(
+        None, description="{maxSharedClientsPerGpu: N} (GKE's plugin only)"
+    )
 
     @field_validator("image")
     @classmethod
@@ -396,7 +408,14 @@ class StackConfig(_Model):
     )
     targets: list[TargetConfig] = Field(min_length=1, description="a non-empty list of targets")
     device_plugin: DevicePluginConfig = Field(
-        default_factory=DevicePluginConfig, description="{image?, timeSharing?}"
+        default_factory=DevicePluginConfig, description="{provider?, image?, timeSharing?}"
+    )
+    gpu_operator: GpuOperatorConfig | None = Field(
+        None,
+        description=(
+            "{chart?, namespace?, toolkit?, cdi?, dcgmExporter?, nfd?, mig?, timeSlicing?} "
+            "(only with devicePlugin.provider gpu-operator)"
+        ),
     )
     module_parameters: ModuleParametersConfig = Field(
         default_factory=ModuleParametersConfig, description="{nvidia?: [...], nvidia-uvm?: [...]}"
@@ -519,6 +538,74 @@ class StackConfig(_Model):
                     "(docs/image.md)",
                 )
         return self
+
+    @model_validator(mode="after")
+    def _provider_settings(self) -> Self:
+        plugin = self.device_plugin
+        if plugin.provider == GKE:
+            if self.gpu_operator is not None:
+                raise ConfigRuleError(
+                    ["gpuOperator"],
+                    "set while devicePlugin.provider is 'gke' (GKE's plugin would run and the block be "
+                    "ignored)",
+                    "devicePlugin.provider gpu-operator with it, or no gpuOperator block",
+                )
+            return self
+        # The GPU Operator brings NVIDIA's device plugin: GKE's plugin settings would silently do nothing.
+        if "image" in plugin.model_fields_set:
+            raise ConfigRuleError(
+                ["devicePlugin", "image"],
+                f"{plugin.image!r} is set while devicePlugin.provider is 'gpu-operator' (the operator runs "
+                "NVIDIA's device plugin, not GKE's)",
+                "no devicePlugin.image in operator mode (the chart's values choose the operator's images)",
+            )
+        if plugin.time_sharing is not None:
+            raise ConfigRuleError(
+                ["devicePlugin", "timeSharing"],
+                "set while devicePlugin.provider is 'gpu-operator' (it configures GKE's plugin only)",
+                "gpuOperator.timeSlicing.replicas: N in operator mode",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _operator_chart_applies(self) -> Self:
+        operator = self.gpu_operator
+        render = self.cluster.render_directory
+        if operator is not None and operator.chart is not None and render is not None:
+            # The Kubernetes provider's render mode writes manifests; a Helm release needs a cluster.
+            raise ConfigRuleError(
+                ["gpuOperator", "chart"],
+                f"set while cluster.renderDirectory is {render!r}: a Helm release cannot be rendered to "
+                "files",
+                "no chart in render mode (the values are exported as gpuOperatorValues), or a cluster",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _nfd_can_label_the_targets(self) -> Self:
+        operator = self.operator_settings()
+        if operator is None or operator.nfd != "bundled":
+            return self
+        for index, target in enumerate(self.targets):
+            nfd_keys = [r.key for r in target.selection() if r.key.startswith(selection.NFD_LABEL_PREFIX)]
+            if nfd_keys:
+                # The bundled NFD worker runs only where the targets select; labels only it sets could never
+                # appear there.
+                raise ConfigRuleError(
+                    ["gpuOperator", "nfd"],
+                    f"'bundled' while targets[{index}] ({target.name!r}) selects nodes by {nfd_keys[0]}, a "
+                    "label Node Feature Discovery sets: the bundled NFD runs only on the targets' nodes, "
+                    "so it would never label them",
+                    "nfd: external (NFD deployed separately labels the nodes), or target selections by "
+                    "labels NFD does not set (the default gpu and os-version)",
+                )
+        return self
+
+    def operator_settings(self) -> GpuOperatorConfig | None:
+        """The GPU Operator settings in operator mode (the defaults when the block is left out), else None."""
+        if self.device_plugin.provider != GPU_OPERATOR:
+            return None
+        return self.gpu_operator or GpuOperatorConfig()
 
     def image_keys(self) -> list[ImageKey]:
         """The distinct driver images, in first-use order."""

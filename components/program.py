@@ -13,6 +13,7 @@ from components.cluster import cluster_provider
 from components.config import StackConfig, TargetConfig
 from components.device_plugin import DevicePlugin, DevicePluginArgs
 from components.driver_image import DriverImage, DriverImageArgs
+from components.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.image_key import ImageKey
 from components.installer import Installer, InstallerArgs
 from components.pinning import unpinned_images
@@ -77,6 +78,7 @@ def run(config: StackConfig) -> dict[str, Any]:
     parameters = _module_parameters(config, k8s_opts)
     images = _built_images(config) if config.image.build else {}
     outputs: dict[str, Any] = {}
+    installers: list[pulumi.Resource] = []
     for target in config.targets:
         image = images[target.image_key()] if config.image.build else _prebuilt_image(target)
         installer = Installer(
@@ -90,6 +92,7 @@ def run(config: StackConfig) -> dict[str, Any]:
             ),
             opts=k8s_opts,
         )
+        installers.append(installer)
         outputs[target.name] = {
             "image": image,
             "daemonSet": installer.daemonset_name,
@@ -98,12 +101,25 @@ def run(config: StackConfig) -> dict[str, Any]:
             "nodeSelection": " AND ".join(r.describe() for r in target.selection()),
             "moduleTypes": target.built_module_type() if config.image.build else target.node_module_type(),
         }
+    selections = [t.selection() for t in config.targets]
+    operator = config.operator_settings()
+    if operator is not None:
+        # NVIDIA's GPU Operator brings its own device plugin: no GKE plugin DaemonSet in this mode.
+        gpu_operator = GpuOperator(
+            "gpu-operator",
+            GpuOperatorArgs(settings=operator, selections=selections, installers=installers),
+            opts=k8s_opts,
+        )
+        result: dict[str, Any] = {"targets": outputs, "gpuOperatorValues": gpu_operator.values}
+        if gpu_operator.release_name is not None:
+            result["gpuOperatorRelease"] = f"{operator.namespace}/{gpu_operator.release_name}"
+        return result
     plugin = DevicePlugin(
         "device-plugin",
         DevicePluginArgs(
             namespace=config.namespace,
             settings=config.device_plugin,
-            selections=[t.selection() for t in config.targets],
+            selections=selections,
             pull_secret_name=pull_secret_name,
         ),
         opts=k8s_opts,

@@ -3,8 +3,10 @@ apply, as YAML, offline. The program runs in-process under mocks (components/inp
 comes from the same code path as the real resources.
 
 Output: one YAML document per object, sorted by kind, namespace and name; on stdout, or with --out one
-file per object, `<kind>-<name>.yaml`. Secrets appear as REDACTION; images that are not built here show
-`<image name>@` + PLACEHOLDER_DIGEST. Exit status: 0 rendered, 2 invalid stack or configuration.
+file per object, `<kind>-<name>.yaml`, and in GPU Operator mode the chart's values as VALUES_FILE (a Helm
+release is not an object: its values are what it applies). Secrets appear as REDACTION; images that are
+not built here show `<image name>@` + PLACEHOLDER_DIGEST. Exit status: 0 rendered, 2 invalid stack or
+configuration.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,9 @@ PLACEHOLDER_DIGEST = "sha256:NOT-BUILT-offline-render-placeholder"
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 HEADER = "# Rendered offline by `python -m components.render`: not applied by Pulumi.\n"
+VALUES_FILE = "gpu-operator-values.yaml"
+# Helm releases register under this type prefix; they are not Kubernetes objects.
+_HELM_TYPES = "kubernetes:helm.sh/"
 
 
 class StackFileError(Exception):
@@ -89,7 +95,7 @@ def kubernetes_objects(registrations: Sequence[Registration]) -> list[dict[str, 
         _object(r)
         for r in registrations
         # Providers register as `pulumi:providers:kubernetes`, so this keeps objects only.
-        if r.custom and r.typ.startswith("kubernetes:")
+        if r.custom and r.typ.startswith("kubernetes:") and not r.typ.startswith(_HELM_TYPES)
     ]
     return sorted(
         objects,
@@ -97,12 +103,33 @@ def kubernetes_objects(registrations: Sequence[Registration]) -> list[dict[str, 
     )
 
 
-def render_objects(stack: str, stacks_dir: Path = STACKS_DIR) -> tuple[list[dict[str, Any]], list[str]]:
-    """Runs the stack's program under mocks; returns its Kubernetes objects and the program's warnings."""
+@dataclass(frozen=True)
+class Rendered:
+    """What one offline render produced: the objects, the program's warnings and, in GPU Operator mode,
+    the chart's values (the stack output gpuOperatorValues)."""
+
+    objects: list[dict[str, Any]]
+    warnings: list[str]
+    operator_values: dict[str, Any] | None
+
+
+def render_stack(stack: str, stacks_dir: Path = STACKS_DIR) -> Rendered:
+    """Runs the stack's program under mocks; returns its objects, warnings and operator values."""
     values, secret = stack_config(stack, stacks_dir)
     mocks = RecordingMocks(PLACEHOLDER_DIGEST)
     result = run_in_process(values, secret, mocks, stack)
-    return kubernetes_objects(mocks.registrations), result.warnings
+    operator_values = result.outputs.get("gpuOperatorValues")
+    return Rendered(
+        objects=kubernetes_objects(mocks.registrations),
+        warnings=result.warnings,
+        operator_values=unwrap(operator_values) if operator_values is not None else None,
+    )
+
+
+def render_objects(stack: str, stacks_dir: Path = STACKS_DIR) -> tuple[list[dict[str, Any]], list[str]]:
+    """Runs the stack's program under mocks; returns its Kubernetes objects and the program's warnings."""
+    rendered = render_stack(stack, stacks_dir)
+    return rendered.objects, rendered.warnings
 
 
 def to_yaml(obj: dict[str, Any]) -> str:
@@ -110,14 +137,17 @@ def to_yaml(obj: dict[str, Any]) -> str:
     return yaml.dump(obj, Dumper=_DUMPER, sort_keys=True, default_flow_style=False)
 
 
-def _write_dir(out: Path, objects: Sequence[dict[str, Any]]) -> None:
+def _write_dir(out: Path, rendered: Rendered) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.yaml"):
         if stale.read_text().startswith(HEADER):
             stale.unlink()  # an object gone from the stack must not linger in the render
-    for obj in objects:
+    for obj in rendered.objects:
         name = f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
         (out / name).write_text(HEADER + to_yaml(obj))
+    if rendered.operator_values is not None:
+        # `helm install ... --values <this file>`: the header is a YAML comment, so Helm reads it as is.
+        (out / VALUES_FILE).write_text(HEADER + to_yaml(rendered.operator_values))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,19 +158,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help="where Pulumi.<stack>.yaml live")
     args = parser.parse_args(argv)
     try:
-        objects, warnings = render_objects(args.stack, args.stacks_dir)
+        rendered = render_stack(args.stack, args.stacks_dir)
     except (ConfigError, StackFileError) as error:
         for warning in error.warnings if isinstance(error, ConfigError) else []:
             print(f"render: warning: {warning}", file=sys.stderr)
         print(f"render: {error}", file=sys.stderr)
         return 2
-    for warning in warnings:
+    for warning in rendered.warnings:
         print(f"render: warning: {warning}", file=sys.stderr)
     if args.out is None:
-        sys.stdout.write(HEADER + "---\n".join(to_yaml(o) for o in objects))
+        sys.stdout.write(HEADER + "---\n".join(to_yaml(o) for o in rendered.objects))
+        if rendered.operator_values is not None:
+            print(
+                f"render: GPU Operator values not printed; --out DIR writes them to {VALUES_FILE}",
+                file=sys.stderr,
+            )
     else:
-        _write_dir(args.out, objects)
-        print(f"render: wrote {len(objects)} objects to {args.out}", file=sys.stderr)
+        _write_dir(args.out, rendered)
+        extra = (
+            f" and the GPU Operator values to {VALUES_FILE}" if rendered.operator_values is not None else ""
+        )
+        print(f"render: wrote {len(rendered.objects)} objects{extra} to {args.out}", file=sys.stderr)
     return 0
 
 

@@ -14,8 +14,10 @@ ARCH_LABEL = "kubernetes.io/arch"
 # (Gardener nodes carry no OS-version label by default).
 GPU_LABEL = "gpu"
 OS_VERSION_LABEL = "os-version"
+# The prefix of the labels Node Feature Discovery sets itself.
+NFD_LABEL_PREFIX = "feature.node.kubernetes.io/"
 # Node Feature Discovery's label for VERSION_ID of /etc/os-release (Garden Linux: `1877.17`, `2150.9.0`).
-NFD_VERSION_LABEL = "feature.node.kubernetes.io/system-os_release.VERSION_ID"
+NFD_VERSION_LABEL = f"{NFD_LABEL_PREFIX}system-os_release.VERSION_ID"
 # The labels that carry a node's Garden Linux version: a target's selection must pin one of them.
 VERSION_LABELS = (OS_VERSION_LABEL, NFD_VERSION_LABEL)
 

@@ -68,6 +68,16 @@ def _prebuilt(config: Config) -> None:
         t["image"] = "registry.test:5000/gpu/driver:x@sha256:" + "a" * 64
 
 
+def _operator(settings: dict[str, Any]) -> Callable[[Config], None]:
+    """GPU Operator mode with these gpuOperator settings."""
+
+    def mutate(config: Config) -> None:
+        config[f"{h.NS}:devicePlugin"] = {"provider": "gpu-operator"}
+        config[f"{h.NS}:gpuOperator"] = settings
+
+    return mutate
+
+
 PIN_1877 = {"key": "os-version", "operator": "In", "values": ["1877.17"]}
 SELECTOR_OVERLAP = [
     PIN_1877,
@@ -335,6 +345,150 @@ CASES: list[Any] = [
         "'gcr.io/x:1 latest'",
         "image reference",
         id="bad-device-plugin-image",
+    ),
+    pytest.param(
+        _set("devicePlugin", {"provider": "nvidia"}),
+        "devicePlugin.provider",
+        "'nvidia'",
+        "'gpu-operator'",
+        id="unknown-device-plugin-provider",
+    ),
+    pytest.param(
+        _set("devicePlugin", {"provider": "gpu-operator", "image": "gcr.io/x/plugin:1"}),
+        "devicePlugin.image",
+        "'gcr.io/x/plugin:1'",
+        "no devicePlugin.image in operator mode",
+        id="operator-with-gke-plugin-image",
+    ),
+    pytest.param(
+        _set("devicePlugin", {"provider": "gpu-operator", "timeSharing": {"maxSharedClientsPerGpu": 4}}),
+        "devicePlugin.timeSharing",
+        "'gpu-operator'",
+        "gpuOperator.timeSlicing.replicas",
+        id="operator-with-gke-time-sharing",
+    ),
+    pytest.param(
+        _set("gpuOperator", {"namespace": "gpu-operator"}),
+        "gpuOperator",
+        "provider is 'gke'",
+        "devicePlugin.provider gpu-operator",
+        id="operator-block-with-gke-provider",
+    ),
+    pytest.param(
+        _operator({"mig": {"strategy": "none", "manager": True}}),
+        "gpuOperator.mig.manager",
+        "strategy 'none'",
+        "strategy single or mixed",
+        id="mig-manager-without-strategy",
+    ),
+    pytest.param(
+        _operator({"mig": {"strategy": "mixed"}, "timeSlicing": {"replicas": 2}}),
+        "gpuOperator.timeSlicing",
+        "'mixed'",
+        "mig.strategy none or single",
+        id="time-slicing-with-mixed-mig",
+    ),
+    pytest.param(
+        _operator({"timeSlicing": {"replicas": 1}}),
+        "gpuOperator.timeSlicing.replicas",
+        "1",
+        "at least 2",
+        id="time-slicing-one-replica",
+    ),
+    pytest.param(
+        _operator({"mig": {"strategy": "single", "manager": "yes"}}),
+        "gpuOperator.mig.manager",
+        "'yes'",
+        "true or false",
+        id="mig-manager-not-a-bool",
+    ),
+    pytest.param(
+        _operator({"chart": {"path": "charts/none", "repository": "https://helm.ngc.nvidia.com/nvidia"}}),
+        "gpuOperator.chart.path",
+        "'charts/none'",
+        "{path: <directory holding Chart.yaml>} or {repository",
+        id="chart-path-and-repository",
+    ),
+    pytest.param(
+        _operator({"chart": {"repository": "https://helm.ngc.nvidia.com/nvidia"}}),
+        "gpuOperator.chart.version",
+        "missing",
+        "a chart version like v24.6.2",
+        id="chart-repository-without-version",
+    ),
+    pytest.param(
+        _operator({"chart": {"repository": "helm.ngc.nvidia.com/nvidia", "version": "v24.6.2"}}),
+        "gpuOperator.chart.repository",
+        "'helm.ngc.nvidia.com/nvidia'",
+        "https://",
+        id="chart-repository-without-scheme",
+    ),
+    pytest.param(
+        _operator({"chart": {"repository": "https://helm.ngc.nvidia.com/nvidia", "version": "latest"}}),
+        "gpuOperator.chart.version",
+        "'latest'",
+        "semantic version",
+        id="chart-version-not-a-version",
+    ),
+    pytest.param(
+        _operator({"chart": {"path": "charts/no-such-chart"}}),
+        "gpuOperator.chart.path",
+        "'charts/no-such-chart'",
+        "a chart directory",
+        id="chart-path-without-chart-yaml",
+    ),
+    pytest.param(
+        _operator({"chart": {}}),
+        "gpuOperator.chart",
+        "neither path nor repository",
+        "{path: <directory holding Chart.yaml>}",
+        id="chart-without-source",
+    ),
+    pytest.param(
+        _both(
+            _operator({"chart": {"repository": "oci://registry.test/charts", "version": "v24.6.2"}}),
+            _drop("registryPassword"),
+            _set("registry", {"server": "r.test", "repository": "gpu/d"}),
+            _set("cluster", {"renderDirectory": "out/manifests"}),
+        ),
+        "gpuOperator.chart",
+        "'out/manifests'",
+        "no chart in render mode",
+        id="chart-in-render-mode",
+    ),
+    pytest.param(
+        _both(
+            _operator({}),
+            _target(
+                0,
+                nodeSelector=[
+                    {
+                        "key": "feature.node.kubernetes.io/pci-10de.present",
+                        "operator": "In",
+                        "values": ["true"],
+                    },
+                    PIN_1877,
+                ],
+            ),
+        ),
+        "gpuOperator.nfd",
+        "feature.node.kubernetes.io/pci-10de.present",
+        "nfd: external",
+        id="bundled-nfd-with-nfd-selected-target",
+    ),
+    pytest.param(
+        _operator({"namespace": "GPU_Operator"}),
+        "gpuOperator.namespace",
+        "'GPU_Operator'",
+        "DNS-1123",
+        id="bad-operator-namespace",
+    ),
+    pytest.param(
+        _operator({"dcgm": False}),
+        "gpuOperator.dcgm",
+        "unknown key",
+        "dcgmExporter",
+        id="unknown-operator-key",
     ),
     pytest.param(_drop("targets"), "targets", "missing", "non-empty list of targets", id="no-targets"),
     pytest.param(
