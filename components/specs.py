@@ -42,6 +42,12 @@ DRIVER_READY_FILE = f"{INSTALLER_STATE_DIR}/driver-ready"
 GPU_CONFIG_DIR = "/etc/nvidia"
 GPU_CONFIG_FILE = "gpu_config.json"
 
+# Container security contexts (docs/privileges.md). A privileged container gets every capability, no
+# seccomp filter and privilege escalation whatever else is set (the API server refuses
+# allowPrivilegeEscalation: false beside privileged), so nothing else is set where it would have no effect.
+INSTALLER_SECURITY_CONTEXT: dict[str, Any] = {"privileged": True}
+DEVICE_PLUGIN_SECURITY_CONTEXT: dict[str, Any] = {"privileged": True, "readOnlyRootFilesystem": True}
+
 # Requests: what an idle installer (a shell waiting on sleep) and the plugin use. Installer limits: unpacking
 # the payload (zstd, ~30 MB of modules plus ~150 MB of user space) is page-cache heavy and runs once per
 # driver change, so 1 CPU / 1 GiB keeps it from being OOM-killed or throttled for minutes.
@@ -198,7 +204,10 @@ def installer_daemonset(
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
-        "securityContext": {"privileged": True},
+        # docs/privileges.md says why each privilege is needed. Privileged: modprobe/rmmod (CAP_SYS_MODULE),
+        # mknod of /dev/nvidia* and opening them (the device cgroup), writing sysfs (firmware path). Its root
+        # filesystem stays writable: nvidia-persistenced and nv-fabricmanager write under /var/run, /var/log.
+        "securityContext": dict(INSTALLER_SECURITY_CONTEXT),
         "resources": INSTALLER_RESOURCES,
         "volumeMounts": [
             {"name": "host-installer", "mountPath": f"{HOST_ROOT}/opt/nvidia-installer"},
@@ -269,7 +278,9 @@ def device_plugin_daemonset(
     """The device-plugin DaemonSet on the union of all targets' nodes (docs/architecture.md)."""
     mounts: list[dict[str, Any]] = [
         {"name": "device-plugin", "mountPath": "/device-plugin"},
-        {"name": "dev", "mountPath": "/dev"},
+        # Read-only: it lists and opens device nodes, never creates one (a read-only mount does not stop
+        # opening a device node for writing: Linux exempts special files from the mount's read-only flag).
+        {"name": "dev", "mountPath": "/dev", "readOnly": True},
         {"name": "nvidia-driver", "mountPath": CONTAINER_DRIVER_DIR, "readOnly": True},
         {"name": "driver-ready", "mountPath": DRIVER_READY_FILE, "readOnly": True},
     ]
@@ -294,8 +305,9 @@ def device_plugin_daemonset(
             {"name": "GOMAXPROCS", "value": "1"},
             {"name": "LD_LIBRARY_PATH", "value": f"{CONTAINER_DRIVER_DIR}/lib"},
         ],
-        # As the original Garden Linux chart: it hands out /dev/nvidia* nodes.
-        "securityContext": {"privileged": True},
+        # docs/privileges.md: privileged only because NVML opens /dev/nvidia* (the device cgroup refuses
+        # an unprivileged container; GKE's own manifest runs it privileged too); it writes only its socket.
+        "securityContext": dict(DEVICE_PLUGIN_SECURITY_CONTEXT),
         "resources": DEVICE_PLUGIN_RESOURCES,
         "volumeMounts": mounts,
     }

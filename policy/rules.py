@@ -34,7 +34,8 @@ DEFAULT_PRIVILEGED = [
     {"workload": "nvidia-installer-*", "container": "nvidia-installer",
      "reason": "loads the NVIDIA kernel modules into the host kernel and creates /dev/nvidia* nodes"},
     {"workload": "nvidia-device-plugin", "container": "nvidia-device-plugin",
-     "reason": "hands the /dev/nvidia* device nodes to GPU containers (as the original Garden Linux chart)"},
+     "reason": "opens /dev/nvidia* through NVML, which the device cgroup refuses to an unprivileged "
+               "container (as GKE's own manifest; docs/privileges.md)"},
 ]  # fmt: skip
 DEFAULT_HOST_PATHS = [
     "/opt/nvidia-installer",

@@ -132,7 +132,7 @@ def _references_and_labels_are_consistent(name: str, ds: dict[str, Any]) -> None
     for value in {**ds["metadata"]["labels"], **template_labels}.values():
         assert len(value) <= 63 and LABEL_VALUE.match(value), f"{name}: bad label value {value!r}"
     assert pod["priorityClassName"] == "system-node-critical"
-    assert pod["containers"][0]["securityContext"] == {"privileged": True}
+    assert pod["containers"][0]["securityContext"]["privileged"] is True
 
 
 def _quantity(text: str) -> float:
@@ -210,7 +210,7 @@ def _device_plugin_follows_the_contract(name: str, ds: dict[str, Any]) -> None:
     assert env == {"GOMAXPROCS": "1", "LD_LIBRARY_PATH": "/usr/local/nvidia/lib"}
     expected = {
         ("/var/lib/kubelet/device-plugins", "/device-plugin", False, "Directory"),
-        ("/dev", "/dev", False, "Directory"),
+        ("/dev", "/dev", True, "Directory"),  # read-only: the plugin opens device nodes, never makes one
         ("/opt/nvidia-installer/driver", "/usr/local/nvidia", True, "Directory"),
         # the gate: a File-typed hostPath keeps the pod from starting before the driver is ready
         ("/run/nvidia-installer/driver-ready", "/run/nvidia-installer/driver-ready", True, "File"),

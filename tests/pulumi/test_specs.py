@@ -166,7 +166,7 @@ def test_the_installer_container_runs_the_given_image_privileged_in_the_host_pid
     ds = _installer()
     container = _container(ds)
     assert container["image"] == "r.test/gpu/driver@sha256:" + "c" * 64
-    assert container["securityContext"] == {"privileged": True}
+    assert container["securityContext"]["privileged"] is True
     assert _pod(ds)["hostPID"] is True
     # The readiness probe asks the same program that installs.
     assert container["readinessProbe"]["exec"]["command"][0] == container["command"][0]
@@ -258,6 +258,89 @@ def test_plugin_flags_are_unique(with_config: bool) -> None:
     names = [a.partition("=")[0] for a in specs.device_plugin_args(with_config)]
     assert len(set(names)) == len(names)
     assert ("-gpu-config" in names) is with_config
+
+
+# --- least privilege (docs/privileges.md) ---------------------------------------------------------------
+
+# Host paths each pod may write (a read-write hostPath mount); every other hostPath is mounted read-only.
+WRITABLE_HOST_PATHS = {
+    "installer": {"/opt/nvidia-installer", "/run/nvidia", "/run/nvidia-installer", "/dev"},
+    "plugin": {"/var/lib/kubelet/device-plugins"},
+}
+
+
+def _host_mounts(ds: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """hostPath -> its mount (with the volume's type), for every hostPath volume of the pod."""
+    volumes = {v["name"]: v for v in _pod(ds)["volumes"]}
+    return {
+        volumes[m["name"]]["hostPath"]["path"]: m
+        for m in _container(ds)["volumeMounts"]
+        if "hostPath" in volumes[m["name"]]
+    }
+
+
+def _kind(ds: dict[str, Any]) -> str:
+    return "installer" if ds["metadata"]["name"].startswith(specs.INSTALLER_NAME + "-") else "plugin"
+
+
+@pytest.mark.parametrize("ds", DAEMONSETS)
+def test_only_the_listed_host_paths_are_writable(ds: dict[str, Any]) -> None:
+    writable = {path for path, mount in _host_mounts(ds).items() if not mount.get("readOnly")}
+    assert writable == WRITABLE_HOST_PATHS[_kind(ds)]
+    # Every ConfigMap is read-only too.
+    volumes = {v["name"]: v for v in _pod(ds)["volumes"]}
+    for mount in _container(ds)["volumeMounts"]:
+        if "configMap" in volumes[mount["name"]]:
+            assert mount["readOnly"] is True, mount
+
+
+@pytest.mark.parametrize("ds", DAEMONSETS)
+def test_no_pod_shares_the_hosts_network_or_ipc_and_only_the_installer_its_pids(ds: dict[str, Any]) -> None:
+    pod = _pod(ds)
+    assert not pod.get("hostNetwork") and not pod.get("hostIPC") and not pod.get("shareProcessNamespace")
+    # hostPID: the installer's busy-GPU and cache-in-use checks read every process's fds and mountinfo.
+    assert bool(pod.get("hostPID")) is (_kind(ds) == "installer")
+    assert "ports" not in _container(ds), "neither pod serves anything on the network"
+
+
+@pytest.mark.parametrize("ds", DAEMONSETS)
+def test_no_api_access_no_token_no_rbac_identity(ds: dict[str, Any]) -> None:
+    pod = _pod(ds)
+    assert pod["automountServiceAccountToken"] is False
+    # The namespace's default account, without a token: no RBAC binding can reach the pod.
+    assert "serviceAccountName" not in pod and "serviceAccount" not in pod
+    assert not any("projected" in v or "secret" in v for v in pod["volumes"])
+
+
+@pytest.mark.parametrize("ds", DAEMONSETS)
+def test_security_context_holds_exactly_the_tabled_fields(ds: dict[str, Any]) -> None:
+    context = _container(ds)["securityContext"]
+    expected = {"installer": specs.INSTALLER_SECURITY_CONTEXT, "plugin": specs.DEVICE_PLUGIN_SECURITY_CONTEXT}
+    assert context == expected[_kind(ds)]
+    # Nothing that is void beside privileged (capabilities, seccomp) or that adds to it.
+    assert not {"capabilities", "seccompProfile", "runAsUser", "procMount"} & set(context)
+    assert "securityContext" not in _pod(ds)
+
+
+def test_the_plugin_writes_nothing_but_its_socket() -> None:
+    ds = _plugin(gpu_config_map="plugin-cm")
+    assert _container(ds)["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = _host_mounts(ds)
+    # It lists /dev and opens the device nodes the installer made; it never creates one.
+    assert mounts["/dev"]["readOnly"] is True
+    writable = [m["mountPath"] for m in _container(ds)["volumeMounts"] if not m.get("readOnly")]
+    assert writable == [_flags(ds)["-plugin-directory"]]
+
+
+@pytest.mark.parametrize("ds", DAEMONSETS)
+def test_mount_propagation_only_for_the_installers_driver_root(ds: dict[str, Any]) -> None:
+    for path, mount in _host_mounts(ds).items():
+        propagation = mount.get("mountPropagation")
+        if _kind(ds) == "installer" and path == "/run/nvidia":
+            # The driver root bind mount must reach the host (docs/privileges.md); nothing else may.
+            assert propagation in (None, "Bidirectional")
+        else:
+            assert propagation is None, path
 
 
 # --- small builders -------------------------------------------------------------------------------------
