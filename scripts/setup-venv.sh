@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the Python requirements; reinstalls only when a requirements file changed.
-# Usage: scripts/setup-venv.sh [requirements file]   (default: requirements-dev.txt)
+# Creates a venv and installs the Python requirements; reinstalls only when a requirements file changed.
+# Usage: scripts/setup-venv.sh [requirements file] [venv dir]   (default: requirements-dev.txt .venv)
+# checkov has a venv of its own (its pins conflict with the project's): requirements-checkov.txt .venv-checkov
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
 readonly REQUIREMENTS="${1:-requirements-dev.txt}"
-readonly VENV="${ROOT}/.venv"
+readonly VENV="${ROOT}/${2:-.venv}"
 
 log() { printf 'setup-venv: %s\n' "$*" >&2; }
 

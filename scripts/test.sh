@@ -55,6 +55,7 @@ main() {
         _install_system_deps
     fi
     "${ROOT}/scripts/setup-venv.sh" requirements-dev.txt
+    "${ROOT}/scripts/setup-venv.sh" requirements-checkov.txt .venv-checkov
     if _wants_e2e_tier "$@"; then
         _start_tools_build
     fi

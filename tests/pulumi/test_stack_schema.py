@@ -68,6 +68,8 @@ BAD = {
     "password-in-plain-text": _set(f"{NS}:registryPassword", value="hunter2"),
     "default-provider-enabled": _set("pulumi:disable-default-providers", value=["aws"]),
     "module-type-not-a-choice": _set(f"{NS}:targets", 1, "moduleType", value="nouveau"),
+    "provider-not-a-choice": _set(f"{NS}:devicePlugin", value={"provider": "nvidia"}),
+    "mig-strategy-not-a-choice": _set(f"{NS}:gpuOperator", value={"mig": {"strategy": "all"}}),
 }
 
 
