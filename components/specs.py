@@ -211,7 +211,13 @@ def installer_daemonset(
         "resources": INSTALLER_RESOURCES,
         "volumeMounts": [
             {"name": "host-installer", "mountPath": f"{HOST_ROOT}/opt/nvidia-installer"},
-            {"name": "host-run-nvidia", "mountPath": f"{HOST_ROOT}/run/nvidia"},
+            # Bidirectional: the driver root the installer bind-mounts on /run/nvidia/driver reaches the host
+            # and every pod that mounts it (NVIDIA's GPU Operator components read it there).
+            {
+                "name": "host-run-nvidia",
+                "mountPath": f"{HOST_ROOT}/run/nvidia",
+                "mountPropagation": "Bidirectional",
+            },
             {"name": "host-run-installer", "mountPath": f"{HOST_ROOT}{INSTALLER_STATE_DIR}"},
             {"name": "host-modules", "mountPath": f"{HOST_ROOT}/lib/modules", "readOnly": True},
             {"name": "dev", "mountPath": "/dev"},

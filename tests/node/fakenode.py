@@ -4,6 +4,10 @@ The installer runs for real (bash), against directories in a temp dir. Commands 
 real kernel or GPU (modprobe, rmmod, depmod, uname, nvidia-*) are stub scripts from `stubs/` that
 record their argv and simulate their effect on the fake sysfs/dev/proc. PATH holds only the stub dir
 and a dir of links to the plain tools the installer may use, so a real modprobe cannot be reached.
+
+Each node has a mount namespace of its own (real, from `unshare`), in which every installer run happens:
+its bind mount of the driver root lands there, never on this machine, and lives until the node reboots.
+In it the fake host's /run/nvidia is a shared mount, as systemd makes /run on a real host.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ REAL_KMOD_TOOLS = ("depmod", "modinfo")
 ALLOWED_TOOLS = (
     "bash", "cat", "cp", "mv", "ln", "rm", "mkdir", "find", "sort", "readlink", "sleep", "flock",
     "sha256sum", "sed", "grep", "tr", "wc", "mktemp", "head", "dirname", "ls", "touch", "timeout", "du", "df",
-    "date", "sync", "xargs", "tail",
+    "date", "sync", "xargs", "tail", "mount", "stat",
 )  # fmt: skip
 # Wrapped tools: run the real binary, but record each call (to prove "no unpack").
 SPIED_TOOLS = ("tar", "zstd")
@@ -111,9 +115,69 @@ class FakeNode:
         self.log.write_text("")
         self._make_host_kernel_tree()
         self._make_command_dirs()
+        self._start_namespace()
         self.make_userspace()
         self.make_payload()
         self.add_gpu("0000:01:00.0", device="0x2330")  # H100: Hopper, open-capable
+
+    # ---- the node's mount namespace ----
+
+    def _start_namespace(self) -> None:
+        """A holder process keeps the node's mount namespace alive; it ends when this object's pipe to it
+        closes (the node is garbage, or the test process ended), so no namespace outlives its node."""
+        run = self.host / "run/nvidia"
+        unshare = ["unshare", "--mount", "--propagation", "private"]
+        if os.geteuid() != 0:
+            unshare[1:1] = ["--user", "--map-root-user"]
+        script = f"mount --bind {run} {run} && mount --make-shared {run} && echo up && read -r _"
+        self._holder = subprocess.Popen(
+            [*unshare, "sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        assert self._holder.stdout is not None
+        if self._holder.stdout.readline().strip() != "up":
+            raise RuntimeError(f"cannot make a mount namespace for the fake node: {' '.join(unshare)}")
+
+    def _stop_namespace(self) -> None:
+        if self._holder.stdin is not None:
+            self._holder.stdin.close()
+        self._holder.wait(timeout=10)
+
+    @property
+    def namespace_pid(self) -> int:
+        """The pid of the process holding the node's mount namespace (its /proc entry shows the mounts)."""
+        return self._holder.pid
+
+    def namespace_argv(self) -> list[str]:
+        """The prefix that runs a command inside the node's mount namespace."""
+        argv = [shutil.which("nsenter") or "nsenter", f"--target={self._holder.pid}", "--mount"]
+        if os.geteuid() != 0:
+            argv += ["--user", "--preserve-credentials"]
+        return [*argv, "--"]
+
+    def installer_argv(self, command: str = "install") -> list[str]:
+        """The installer's command line, in the node's mount namespace (nsenter execs: the pid is bash's)."""
+        return [*self.namespace_argv(), str(self.tools / "bash"), str(INSTALLER), command]
+
+    def in_node(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Runs a command inside the node's mount namespace (as a pod on the node would see the host)."""
+        return subprocess.run(
+            [*self.namespace_argv(), *argv],
+            input=stdin,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def seen(self, path: Path) -> Path:
+        """`path` (below the node's root) as seen inside the node's mount namespace, mounts included."""
+        return Path(f"/proc/{self.namespace_pid}/root") / path.relative_to("/")
+
+    def mounts_at(self, path: Path) -> list[str]:
+        """The roots (path within the filesystem) of the mounts stacked on `path`, bottom first."""
+        lines = Path(f"/proc/{self.namespace_pid}/mountinfo").read_text().splitlines()
+        return [line.split()[3] for line in lines if line.split()[4] == str(path)]
 
     # ---- building the node ----
 
@@ -245,10 +309,12 @@ class FakeNode:
             shutil.rmtree(mod)
         for node in self.dev.iterdir():
             node.unlink()
+        self._stop_namespace()  # its mounts go with it, as a reboot unmounts everything
         for run_dir in ("run/nvidia", "run/nvidia-installer"):
             shutil.rmtree(self.host / run_dir, ignore_errors=True)
         (self.host / "run/nvidia").mkdir()
         (self.host / "run/nvidia-installer").mkdir()
+        self._start_namespace()
         shutil.rmtree(self.proc / "driver", ignore_errors=True)
         self.log.write_text("")
 
@@ -307,9 +373,8 @@ class FakeNode:
         installer gets SIGKILL: its children live on as orphans (`last_group` names their process group)."""
         for old in self.state.glob("*.pid"):
             old.unlink()
-        bash = str(self.tools / "bash")
         proc = subprocess.Popen(
-            [bash, str(INSTALLER), command], env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            self.installer_argv(command), env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, text=True,
         )  # fmt: skip
         self.last_group = proc.pid
@@ -369,9 +434,10 @@ class FakeNode:
     def snapshot(self) -> dict[str, tuple[str, str]]:
         """Every path under the fake host, sysfs, /dev and /proc with its kind and content or target."""
         snap: dict[str, tuple[str, str]] = {}
+        root = self.seen(self.root)  # mounts of the node's namespace included
         for top in (self.host, self.sys, self.dev, self.proc):
-            for path in sorted(top.rglob("*")):
-                rel = str(path.relative_to(self.root))
+            for path in sorted(self.seen(top).rglob("*")):
+                rel = str(path.relative_to(root))
                 if path.is_symlink():
                     snap[rel] = ("link", os.readlink(path))
                 elif path.is_dir():

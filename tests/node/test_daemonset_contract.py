@@ -3,9 +3,10 @@
 The installer DaemonSet (components/specs.py, the one description the program, the render and the
 cluster use) says which command runs, with which environment and which volumes. Here its pod is
 rebuilt on the fake node: each hostPath volume becomes a real bind mount of the fake host's directory at
-the pod's mount path (read-only where the volume is; root only, as CI runs), the ConfigMap volume a
-directory of its rendered files, each env value and
-downward-API field is set as the kubelet would set it. The payload is written by the real
+the pod's mount path, in the node's mount namespace (read-only where the volume is, with the propagation
+kubelet gives its `mountPropagation`: rprivate, rslave or rshared; root only, as CI runs), the ConfigMap
+volume a directory of its rendered files, each env value and downward-API field is set as the kubelet
+would set it. The payload is written by the real
 `image/build/pack-payload.sh`. If the installer wrote a host path the DaemonSet does not mount, it would
 land in the pod's own filesystem: the test fails on any real file there.
 """
@@ -83,7 +84,7 @@ def _pod_path(pod: Path, mounts: dict[str, Path], path: str) -> Path:
     return pod / path.lstrip("/")
 
 
-Bind = Callable[[Path, Path, bool], None]
+Bind = Callable[[Path, Path, bool, str], None]
 
 
 def _build_pod(
@@ -108,7 +109,7 @@ def _build_pod(
                 if host["type"] == "DirectoryOrCreate":
                     source.mkdir(parents=True, exist_ok=True)
                 assert source.exists(), f"hostPath {host['path']} of type {host['type']} missing on the node"
-            bind(source, where, bool(mount.get("readOnly")))
+            bind(source, where, bool(mount.get("readOnly")), mount.get("mountPropagation", "None"))
         else:
             assert volume["configMap"]["name"] == cm["metadata"]["name"]
             for name, text in cm["data"].items():
@@ -142,21 +143,32 @@ def node(tmp_path: Path) -> FakeNode:
     return FakeNode(tmp_path / "node")
 
 
+# What kubelet makes of a volume's mountPropagation (pkg/kubelet/kubelet_pods.go, translateMountPropagation).
+KUBELET_PROPAGATION = {
+    "None": "--make-rprivate",
+    "HostToContainer": "--make-rslave",
+    "Bidirectional": "--make-rshared",
+}
+
+
 @pytest.fixture
-def bind() -> Iterator[Bind]:
+def bind(node: FakeNode) -> Iterator[Bind]:
+    """Bind mounts in the node's own mount namespace (they end with it)."""
     if os.geteuid() != 0:
         pytest.skip("bind mounts need root (CI runs as root)")
-    mounted: list[Path] = []
 
-    def mount(source: Path, target: Path, read_only: bool) -> None:
-        subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
-        mounted.append(target)
+    def mount(source: Path, target: Path, read_only: bool, propagation: str) -> None:
+        steps = [
+            ["mount", "--rbind", str(source), str(target)],
+            ["mount", KUBELET_PROPAGATION[propagation], str(target)],
+        ]
         if read_only:
-            subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True)
+            steps.append(["mount", "-o", "remount,bind,ro", str(target)])
+        for argv in steps:
+            done = node.in_node(argv)
+            assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr}"
 
     yield mount
-    for target in reversed(mounted):
-        subprocess.run(["umount", "-l", str(target)], check=False)
 
 
 def test_installer_runs_as_the_daemonset_says(node: FakeNode, tmp_path: Path, bind: Bind) -> None:
@@ -187,6 +199,11 @@ def test_installer_runs_as_the_daemonset_says(node: FakeNode, tmp_path: Path, bi
     assert (node.state / "modprobe-conf-nvidia").read_text() == specs.modprobe_conf(PARAMETERS)
     # The readiness probe, run as the DaemonSet runs it, agrees.
     assert node.run(container["readinessProbe"]["exec"]["command"][1]).rc == 0
+    # The driver root the installer mounted through its /run/nvidia volume reached the host's /run/nvidia
+    # (Bidirectional propagation), and shows the tree in use.
+    tree = node.tree("open")
+    host_root = node.seen(node.host / "run/nvidia/driver")
+    assert (host_root / ".complete").read_text() == (tree / ".complete").read_text()
     # The device plugin's hostPaths exist now, with the type the plugin's DaemonSet demands.
     for volume in plugin["spec"]["template"]["spec"]["volumes"]:
         host = volume.get("hostPath")

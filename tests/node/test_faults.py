@@ -20,7 +20,6 @@ import pytest
 
 from tests.node.fakenode import (
     DRIVER,
-    INSTALLER,
     KERNEL,
     MODULES,
     READY_FILE,
@@ -42,8 +41,11 @@ def node(tmp_path: Path) -> FakeNode:
 
 def _leftovers(node: FakeNode) -> list[str]:
     """Temporary names the installer must never leave behind (its work dir included)."""
-    found = [str(p.relative_to(node.root)) for p in node.host.rglob("*") if ".tmp." in p.name]
-    found += [f"cache/{n}" for n in node.cache_entries() if n.startswith((".staging-", ".trash-"))]
+    host, root = node.seen(node.host), node.seen(node.root)  # mounts of the node's namespace included
+    found = [str(p.relative_to(root)) for p in host.rglob("*") if ".tmp." in p.name]
+    cache = host / "opt/nvidia-installer/cache"
+    entries = [p.name for p in cache.iterdir()] if cache.is_dir() else []
+    found += [f"cache/{n}" for n in entries if n.startswith((".staging-", ".trash-"))]
     found += [str(p.relative_to(node.root)) for p in node.tmp.iterdir()]
     return found
 
@@ -355,7 +357,7 @@ def test_orphaned_child_does_not_keep_the_lock(node: FakeNode) -> None:
 def test_lock_timeout_names_the_holder(node: FakeNode) -> None:
     node.env_extra["FAKE_HANG"] = "modprobe"
     holder = subprocess.Popen(  # the first installer, hung in modprobe, holding the lock
-        ["bash", str(INSTALLER), "install"], env=node.env(), start_new_session=True,
+        node.installer_argv(), env=node.env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -417,19 +419,17 @@ def test_kill_9_at_each_step_then_a_restart_finishes(node: FakeNode, step: str) 
 
 
 @pytest.fixture
-def mount_tmpfs() -> Iterator[Callable[[Path, str], None]]:
+def mount_tmpfs(node: FakeNode) -> Iterator[Callable[[Path, str], None]]:
+    """A tmpfs in the node's mount namespace (where the installer runs; it ends with the node)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mounted: list[Path] = []
 
     def mount(path: Path, options: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
-        mounted.append(path)
+        done = node.in_node(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)])
+        assert done.returncode == 0, done.stderr
 
     yield mount
-    for path in reversed(mounted):
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_too_little_space_for_the_tree(node: FakeNode, mount_tmpfs: Callable[[Path, str], None]) -> None:
@@ -442,13 +442,12 @@ def test_full_run_directory(node: FakeNode, mount_tmpfs: Callable[[Path, str], N
     mount_tmpfs(state, "size=4k")
     filler = state / "filler"
     # dd fills the tmpfs, then fails with ENOSPC, as intended.
-    subprocess.run(
-        ["dd", "if=/dev/zero", f"of={filler}", "bs=1k", "count=64"], check=False, capture_output=True
-    )
+    node.in_node(["dd", "if=/dev/zero", f"of={filler}", "bs=1k", "count=64"])
     run = node.run()
     assert run.rc == 13, run.stderr
     assert "unexpected failure while waiting for the node lock" in run.first_error
-    assert _leftovers(node) == [] and not (state / "lock-holder").exists()
+    assert (node.seen(filler)).stat().st_size > 0  # the tmpfs is full (seen where the installer runs)
+    assert _leftovers(node) == [] and not node.seen(state / "lock-holder").exists()
     assert node.calls("modprobe") == [] and not (node.host / "opt/nvidia-installer/driver").exists()
 
 
@@ -500,5 +499,6 @@ def test_disk_filled_by_another_writer_while_unpacking(
     run = node.run()
     assert run.rc == 12, run.stderr
     assert "no space left in /opt/nvidia-installer on node gpu-node-1 while unpacking" in run.first_error
-    assert _leftovers(node) == [] and not (installer_dir / "driver").exists()
+    assert _leftovers(node) == [] and not node.seen(installer_dir / "driver").exists()
+    assert node.seen(installer_dir / "filler").stat().st_size > 0  # the other writer's file, inside the tmpfs
     assert node.calls("modprobe") == []

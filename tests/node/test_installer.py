@@ -48,7 +48,8 @@ def test_fresh_install_fills_host_layout_loads_and_gets_ready(node: FakeNode) ->
     assert (tree / "bin/nvidia-smi").read_bytes() == (node.userspace / "bin/nvidia-smi").read_bytes()
     assert os.readlink(tree / "lib/libcuda.so.1") == f"libcuda.so.{DRIVER}"
     assert os.readlink(tree / "lib64") == "lib"
-    assert (tree / f"firmware/nvidia/{DRIVER}/gsp_ga10x.bin").is_file()
+    # GSP firmware where NVIDIA's container toolkit looks under a driver root: lib/firmware/nvidia/<version>/.
+    assert (tree / f"lib/firmware/nvidia/{DRIVER}/gsp_ga10x.bin").is_file()
     assert (tree / "vulkan/icd.d/nvidia_icd.json").is_file()
     kdir = tree / "lib/modules" / KERNEL
     assert "type=open" in (kdir / "nvidia/nvidia.ko").read_text()
@@ -65,12 +66,15 @@ def test_fresh_install_fills_host_layout_loads_and_gets_ready(node: FakeNode) ->
         )
         assert os.path.normpath(host_view) == f"/lib/modules/{KERNEL}/{rel}"
     assert (kdir / "modules.builtin").is_file()
-    # Symlinks: the device plugin's host path and NVIDIA's driver root.
+    # The device plugin's host path is a symlink; NVIDIA's driver root a read-only bind mount of the tree.
     assert os.readlink(node.host / "opt/nvidia-installer/driver") == f"cache/{key}"
-    assert os.readlink(node.host / "run/nvidia/driver") == "/opt/nvidia-installer/driver"
+    root = node.host / "run/nvidia/driver"
+    assert node.mounts_at(root) == [f"{tree}"]
+    assert (node.seen(root) / "bin/nvidia-smi").read_bytes() == (tree / "bin/nvidia-smi").read_bytes()
+    assert "Read-only file system" in node.in_node(["touch", f"{root}/bin/x"]).stderr
     # Firmware path is the host's view (the kernel reads firmware in PID 1's mount namespace).
     fw_param = node.sys / "module/firmware_class/parameters/path"
-    assert fw_param.read_text() == f"/opt/nvidia-installer/cache/{key}/firmware"
+    assert fw_param.read_text() == f"/opt/nvidia-installer/cache/{key}/lib/firmware"
     # depmod ran on the staging dir, modprobe on the final tree with the parameters file.
     assert node.calls("depmod") == [["-b", str(tree.parent / f".staging-{key}.{_staging_pid(node)}"), KERNEL]]
     # modprobe reads the installer's private, validated copy of the parameters file, never the mounted one.
@@ -88,7 +92,8 @@ def test_fresh_install_fills_host_layout_loads_and_gets_ready(node: FakeNode) ->
     assert node.calls("nvidia-smi") == [["ready-file-present=no"]]
     assert node.ready_values() == {
         "DRIVER_VERSION": DRIVER, "KERNEL_NAME": KERNEL, "MODULE_TYPE": "open",
-        "DRIVER_ROOT": "/opt/nvidia-installer/driver", "TREE": key, "NODE_NAME": "gpu-node-1",
+        "DRIVER_ROOT": "/run/nvidia/driver", "DRIVER_DIR": "/opt/nvidia-installer/driver", "TREE": key,
+        "NODE_NAME": "gpu-node-1",
     }  # fmt: skip
     # NVIDIA's GPU Operator owns /run/nvidia/validations: nothing of ours goes there.
     assert not (node.host / "run/nvidia/validations").exists()
@@ -318,7 +323,7 @@ def test_busy_old_driver_is_replaced_once_the_job_ends_without_a_restart(node: F
     node.env_extra.update(IDLE_POLL_SECONDS="0.1")
     log = node.root / "installer.log"
     with log.open("w") as err:
-        proc = subprocess.Popen(["bash", str(INSTALLER), "install"], env=node.env(), stderr=err,
+        proc = subprocess.Popen(node.installer_argv(), env=node.env(), stderr=err,
                                 start_new_session=True)  # fmt: skip
         try:
             wait_until(lambda: "waiting for GPU jobs to finish" in log.read_text())
@@ -427,7 +432,7 @@ def test_reboot_with_warm_cache_loads_without_unpacking(node: FakeNode) -> None:
     assert node.calls("tar") == [] and node.calls("zstd") == [] and node.calls("depmod") == []
     assert [call[-1] for call in node.calls("modprobe")] == ["nvidia", "nvidia-uvm"]
     assert _tree_state(tree) == state
-    assert os.readlink(node.host / "run/nvidia/driver") == "/opt/nvidia-installer/driver"
+    assert node.mounts_at(node.host / "run/nvidia/driver") == [str(tree)]
 
 
 def test_rebuilt_payload_with_same_key_is_unpacked_again(node: FakeNode) -> None:
