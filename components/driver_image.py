@@ -15,6 +15,12 @@ from components.specs import image_name, image_tag
 # against the working directory).
 BUILD_CONTEXT = "image"
 DOCKERFILE = "image/Dockerfile"
+# BuildKit writes its cache metadata into the pushed image (inline cache). A later build of the same
+# image key names that image as its cache source: BuildKit matches the final stage's layers by the
+# definition of every stage before them (Dockerfile, build arguments, checksums of the copied files), so an
+# unchanged driver is neither downloaded nor compiled nor load-checked again, on any builder that can pull
+# from the registry (docs/image.md, "Registry cache").
+INLINE_CACHE_ARGS = {"BUILDKIT_INLINE_CACHE": "1"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,9 @@ class DriverImage(pulumi.ComponentResource):
                 context=BUILD_CONTEXT,
                 dockerfile=DOCKERFILE,
                 platform=f"linux/{args.key.arch}",
-                args=build_args(args),
+                args={**build_args(args), **INLINE_CACHE_ARGS},
+                builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
+                cache_from=docker.CacheFromArgs(images=[self.image_name]),
             ),
             registry=self._registry(args),
             skip_push=False,

@@ -97,3 +97,18 @@ def test_unset_module_type_builds_nvidias_default_and_lets_the_node_pick(driver:
     note = target.module_type_note()
     assert note is not None and f"{built} modules only" in note
     assert target.model_copy(update={"module_type": "auto"}).module_type_note() is None
+
+
+def test_a_build_uses_its_own_pushed_image_as_registry_cache() -> None:
+    """Issue 11: an unchanged driver does not recompile. The build asks BuildKit to embed its cache in the
+    pushed image and names that same image (its key's tag) as the cache source of the next build."""
+    config, secret = h.build_config([h.target("m", "2150.9.0", h.checksummed()[0], flavour="metal")])
+    recorder, _ = h.run(config, secret)
+    (image,) = recorder.of_type("docker:index/image:Image")
+    build = h.plain(image.inputs)["build"]
+    assert build["cacheFrom"] == {"images": [image.inputs["imageName"]]}
+    assert build["builderVersion"] == "BuilderBuildKit"
+    assert build["args"]["BUILDKIT_INLINE_CACHE"] == "1"
+    # The cache argument is no build input of the Dockerfile's: it leaves the image key's args alone.
+    dockerfile_args = {"ARCH", "DRIVER_VERSION", "GL_VERSION", "KERNEL_FLAVOUR", "MODULE_TYPE", "LOAD_CHECK"}
+    assert set(build["args"]) - {"BUILDKIT_INLINE_CACHE"} == {*dockerfile_args, "DRIVER_SOURCE"}
