@@ -10,6 +10,11 @@
 #   KERNEL_FLAVOUR, ARCH, HEADERS_ROOT, KERNEL_VERSION   see detect-kernel.sh
 #   DRIVER_VERSION  optional; when set it must match the tree's version
 #   JOBS            parallel make jobs (default: nproc)
+#   CROSS_COMPILE   tool prefix; default: none when ARCH is this machine's, else Debian's triplet
+#                   (aarch64-linux-gnu- for ARCH=arm64 on amd64). Headers that force one win (6.12).
+# Before the build (minutes) it checks in seconds that the compiler makes ARCH's objects, that the
+# kbuild helpers (fixdep, modpost) run on this machine and that NVIDIA's prebuilt objects
+# (*.o_binary) are for ARCH; each mismatch is one line naming the file and both machines.
 # A failed build ends with one line naming driver, kernel and first compiler error, then an excerpt.
 set -euo pipefail
 
@@ -59,6 +64,86 @@ _detect_kernel() {
     KERNEL_NAME="${found[KERNEL_NAME]:-}" HEADERS_DIR="${found[HEADERS_DIR]:-}" COMMON_DIR="${found[COMMON_DIR]:-}"
 }
 
+# ---- toolchain: which compiler and strip, and are they, the helpers and the blobs for the right machine ----
+
+# Debian's headers name their compiler in .kernelvariables (`CC = ... $(CROSS_COMPILE)gcc-12`), and
+# 6.12's force the prefix (`override CROSS_COMPILE = aarch64-linux-gnu-`). Sets CROSS, COMPILER, STRIP.
+_set_toolchain() {
+    local host variables="${HEADERS_DIR}/.kernelvariables" forced="" cc_name=""
+    host=$(host_arch) || die "this machine ($(uname -m)) is neither amd64 nor arm64"
+    if [[ -n "${CROSS_COMPILE+set}" ]]; then
+        CROSS="${CROSS_COMPILE}"
+    elif [[ "${host}" != "${ARCH}" ]]; then
+        CROSS="$(gnu_triplet "${ARCH}")-"
+    else
+        CROSS=""
+    fi
+    # shellcheck disable=SC2016 # the Makefile's literal $(CROSS_COMPILE)
+    if [[ -f "${variables}" ]]; then
+        forced=$(sed -n 's/^override CROSS_COMPILE = \([^$()]*\)$/\1/p' "${variables}" | head -n 1)
+        cc_name=$(sed -n 's/^CC = .*$(CROSS_COMPILE)\([^ ]*\).*$/\1/p' "${variables}" | head -n 1)
+    fi
+    COMPILER="${forced:-${CROSS}}${cc_name:-gcc}"
+    # The host's strip cannot read another machine's objects ("file format not recognized").
+    STRIP="${forced:-${CROSS}}strip"
+}
+
+_check_compiler() {
+    local want="$1" probe machine
+    command -v "${COMPILER}" >/dev/null 2>&1 ||
+        die "compiler ${COMPILER} (what the headers of ${KERNEL_NAME} build with) is not installed: install it (ARCH=arm64 on amd64: gcc-aarch64-linux-gnu) or set CROSS_COMPILE"
+    command -v "${STRIP}" >/dev/null 2>&1 || die "${STRIP} is not installed: it comes with the compiler's binutils"
+    probe=$(mktemp "${TMPDIR:-/tmp}/compiler-probe.XXXXXX")
+    if ! printf 'int nvidia_installer_probe;\n' | "${COMPILER}" -x c -c -o "${probe}" - 2>/dev/null; then
+        rm -f "${probe}"
+        die "compiler ${COMPILER} cannot compile a one-line C file"
+    fi
+    machine=$(elf_machine "${probe}") || machine=none
+    rm -f "${probe}"
+    [[ "${machine}" == "${want}" ]] ||
+        die "compiler ${COMPILER} makes $(elf_machine_name "${machine}") objects, but ARCH=${ARCH} needs $(elf_machine_name "${want}"): set CROSS_COMPILE to the ${ARCH} cross compiler's prefix (e.g. $(gnu_triplet "${ARCH}")-)"
+}
+
+# fixdep and modpost run during the build: they must be programs of this machine, whatever ARCH is
+# (Debian's arm64 linux-kbuild has arm64 ones: unpack the amd64 linux-kbuild beside the arm64 headers).
+_check_kbuild_helpers() {
+    local host="$1" helper path machine
+    for helper in scripts/basic/fixdep scripts/mod/modpost; do
+        path="${HEADERS_DIR}/${helper}"
+        [[ -e "${path}" ]] ||
+            die "kbuild helper ${path} is missing: unpack the headers' linux-kbuild package beside them"
+        machine=$(elf_machine "${path}") || die "kbuild helper ${path} is not an ELF program"
+        [[ "${machine}" == "${host}" ]] ||
+            die "kbuild helper ${path} is an $(elf_machine_name "${machine}") program, but it runs on this $(elf_machine_name "${host}") machine: take the headers' linux-kbuild package for this machine's architecture (docs/image.md, \"arm64\")"
+    done
+}
+
+# NVIDIA ships prebuilt objects (nv-kernel.o_binary, nv-modeset-kernel.o_binary) per architecture:
+# another architecture's fail the final link ("Relocations in generic ELF").
+_check_blobs() {
+    local type="$1" want="$2" src blob machine
+    src=$(_source_dir_for "${type}")
+    [[ -d "${src}" ]] || die "driver tree ${DRIVER_TREE} has no ${src##*/}/ for the ${type} modules"
+    while IFS= read -r blob; do
+        machine=$(elf_machine "${blob}") || die "NVIDIA's prebuilt ${blob} is not an ELF object: corrupt driver tree?"
+        [[ "${machine}" == "${want}" ]] ||
+            die "NVIDIA's prebuilt ${blob} is for $(elf_machine_name "${machine}"), not ${ARCH}: the driver tree is another architecture's; take NVIDIA-Linux-$(nvidia_arch "${ARCH}")-<version>.run (or Debian's ${ARCH} package)"
+    done < <(find "${src}" -name '*.o_binary' -type f | LC_ALL=C sort)
+}
+
+_preflight() {
+    local want host type
+    _set_toolchain
+    want=$(arch_elf_machine "${ARCH}")
+    host=$(arch_elf_machine "$(host_arch)")
+    _check_compiler "${want}"
+    _check_kbuild_helpers "${host}"
+    for type in "$@"; do
+        _check_blobs "${type}" "${want}"
+    done
+    log "toolchain: ${COMPILER}, ${STRIP}${CROSS:+, CROSS_COMPILE=${CROSS}} (ARCH=${ARCH} on $(host_arch))"
+}
+
 _build_type() {
     local type="$1" version="$2" src scratch log
     src=$(_source_dir_for "${type}")
@@ -73,6 +158,7 @@ _build_type() {
     [[ "${ARCH}" == arm64 ]] && make_arch=arm64
     local -a make_args=(-C "${scratch}" -j "${JOBS}" modules "ARCH=${make_arch}"
         "SYSSRC=${COMMON_DIR}" "SYSOUT=${HEADERS_DIR}")
+    [[ -z "${CROSS}" ]] || make_args+=("CROSS_COMPILE=${CROSS}")
     # Headers-only trees sometimes lack Module.symvers; NVIDIA's Kbuild refuses then unless told.
     [[ -f "${HEADERS_DIR}/Module.symvers" ]] || make_args+=(IGNORE_MISSING_MODULE_SYMVERS=1)
     log "building ${type} modules of ${version} for ${KERNEL_NAME} (make -j${JOBS}), log: ${log}"
@@ -97,7 +183,7 @@ _collect_modules() {
     done
     for ko in "${scratch}"/*.ko; do
         # Debug info is 90% of the size (262 MB -> 17 MB for one driver); nodes never need it.
-        strip --strip-debug -o "${OUTPUT_DIR}/${type}/${ko##*/}" "${ko}"
+        "${STRIP}" --strip-debug -o "${OUTPUT_DIR}/${type}/${ko##*/}" "${ko}"
     done
 }
 
@@ -123,6 +209,7 @@ main() {
     fi
 
     _detect_kernel || exit 1
+    _preflight "${types[@]}"
     mkdir -p "${OUTPUT_DIR}"
     local type
     for type in "${types[@]}"; do

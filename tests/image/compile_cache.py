@@ -1,5 +1,6 @@
 """NVIDIA modules compiled for real against the Debian headers in /usr/src (image/build/compile-modules.sh),
-for the slow tier and the image benchmark.
+for the slow tier and the image benchmark. arm64 modules are cross compiled against Debian's arm64 headers
+and NVIDIA's arm64 sources, which .ci/system-deps.sh unpacks under PINS ARM64_ROOT (never installed).
 
 One module build takes about four minutes on two cores, so results are cached on disk, keyed by a hash
 of the build scripts and the pins: one CI run compiles each (kernel, module type) once, and a developer's
@@ -26,11 +27,17 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPTS = ROOT / "image" / "build"
 COMPILE_SCRIPT = BUILD_SCRIPTS / "compile-modules.sh"
 HEADERS_ROOT = Path("/usr/src")
+ARM64_ROOT = Path(PINS["ARM64_ROOT"])
+# Where each architecture's headers and NVIDIA source tarballs are: the host's own (amd64), or Debian's
+# arm64 packages unpacked by .ci/system-deps.sh (headers beside the amd64 linux-kbuild).
+HEADERS_ROOTS = {"amd64": HEADERS_ROOT, "arm64": ARM64_ROOT / "headers" / "usr" / "src"}
+SOURCE_ROOTS = {"amd64": HEADERS_ROOT, "arm64": ARM64_ROOT / "nvidia" / "usr" / "src"}
 # Debian's nvidia-open-kernel-source / nvidia-kernel-source: the kernel-open/ and kernel/ trees of
-# NVIDIA's .run, packed as modules/nvidia-open-kernel and modules/nvidia-kernel.
+# NVIDIA's .run, packed as modules/nvidia-open-kernel and modules/nvidia-kernel. Not architecture
+# independent: they carry NVIDIA's prebuilt objects (nv-kernel.o_binary) for their own architecture.
 SOURCE_TARBALLS = {
-    "kernel-open": (HEADERS_ROOT / "nvidia-open-kernel.tar.xz", "modules/nvidia-open-kernel"),
-    "kernel": (HEADERS_ROOT / "nvidia-kernel.tar.xz", "modules/nvidia-kernel"),
+    "kernel-open": ("nvidia-open-kernel.tar.xz", "modules/nvidia-open-kernel"),
+    "kernel": ("nvidia-kernel.tar.xz", "modules/nvidia-kernel"),
 }
 
 CompiledModules = Callable[[str, str], Path]
@@ -71,16 +78,18 @@ def run_compile(
     driver_tree: Path, output_dir: Path, kernel_release: str, module_type: str
 ) -> subprocess.CompletedProcess[str]:
     """Runs image/build/compile-modules.sh for one kernel release; never raises on a build failure."""
-    headers = HEADERS_ROOT / f"linux-headers-{kernel_release}"
+    target = kernel_target(kernel_release)
+    headers_root = HEADERS_ROOTS[target["ARCH"]]
+    headers = headers_root / f"linux-headers-{kernel_release}"
     if not headers.is_dir():
-        pytest.fail(f"{headers} is missing: run .ci/system-deps.sh (installs the pinned headers)")
+        pytest.fail(f"{headers} is missing: run .ci/system-deps.sh (installs or unpacks the pinned headers)")
     env = {
         **os.environ,
-        **kernel_target(kernel_release),
+        **target,
         "DRIVER_TREE": str(driver_tree),
         "OUTPUT_DIR": str(output_dir),
         "MODULE_TYPE": module_type,
-        "HEADERS_ROOT": str(HEADERS_ROOT),
+        "HEADERS_ROOT": str(headers_root),
         # The machine is shared: never more than two compiler processes from a test run.
         "JOBS": "2",
     }
@@ -89,11 +98,12 @@ def run_compile(
     )
 
 
-def _extract_driver_tree(target: Path) -> None:
+def _extract_driver_tree(target: Path, arch: str) -> None:
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for subdir, (tarball, member) in SOURCE_TARBALLS.items():
+    for subdir, (name, member) in SOURCE_TARBALLS.items():
+        tarball = SOURCE_ROOTS[arch] / name
         if not tarball.is_file():
             pytest.fail(f"{tarball} is missing: run .ci/system-deps.sh (installs NVIDIA's module sources)")
         with tarfile.open(tarball) as archive:
@@ -103,12 +113,14 @@ def _extract_driver_tree(target: Path) -> None:
     staging.rename(target)
 
 
-def cached_driver_tree() -> Path:
-    """NVIDIA's kernel-open/ and kernel/ trees as Debian packages them (version PINS NVIDIA_VERSION)."""
-    target = cache_root() / f"driver-tree-{PINS['NVIDIA_VERSION']}"
+def cached_driver_tree(arch: str = "amd64") -> Path:
+    """NVIDIA's kernel-open/ and kernel/ trees as Debian packages them (version PINS NVIDIA_VERSION) for
+    one architecture."""
+    suffix = "" if arch == "amd64" else f"-{arch}"
+    target = cache_root() / f"driver-tree-{PINS['NVIDIA_VERSION']}{suffix}"
     with file_lock(cache_root() / "driver-tree.lock"):
         if not target.is_dir():
-            _extract_driver_tree(target)
+            _extract_driver_tree(target, arch)
     return target
 
 
@@ -120,9 +132,11 @@ def modules_factory(debian_driver_tree: Path) -> CompiledModules:
         if module_type not in ("open", "proprietary"):
             raise ValueError(f"module_type {module_type!r} is not one of: open proprietary")
         entry = entries / f"{kernel_release}-{module_type}"
+        arch = kernel_target(kernel_release)["ARCH"]
+        tree = debian_driver_tree if arch == "amd64" else cached_driver_tree(arch)
         with file_lock(cache_root() / "compile.lock"):
             if not (entry / ".complete").is_file():
-                _compile_into(entry, debian_driver_tree, kernel_release, module_type)
+                _compile_into(entry, tree, kernel_release, module_type)
         return entry / module_type
 
     return build
