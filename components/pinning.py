@@ -4,7 +4,7 @@ offline render, with the digest-pinned form to use instead. Pure: a validated co
 
 from __future__ import annotations
 
-from components.config import DEFAULT_DEVICE_PLUGIN_IMAGE, StackConfig, is_digest_pinned
+from components.config import DEFAULT_DEVICE_PLUGIN_IMAGE, GKE, StackConfig, is_digest_pinned
 
 # The build bases image/Dockerfile uses when image.buildBase / image.runtimeBase are not set (its ARG
 # defaults; a test compares them).
@@ -34,6 +34,9 @@ def _targets(config: StackConfig) -> list[str]:
 
 
 def _device_plugin(config: StackConfig) -> list[str]:
+    if config.device_plugin.provider != GKE:
+        # The GPU Operator runs NVIDIA's plugin (its images are the chart's): GKE's image is not used.
+        return []
     image = config.device_plugin.image
     if is_digest_pinned(image):
         return []
@@ -70,6 +73,6 @@ def _bases(config: StackConfig) -> list[str]:
 
 
 def unpinned_images(config: StackConfig) -> list[str]:
-    """One warning per image the stack uses by tag: prebuilt driver images, the device plugin, and the
-    build bases of the images built here."""
+    """One warning per image the stack uses by tag: prebuilt driver images, GKE's device plugin (when it
+    runs), and the build bases of the images built here."""
     return [*_targets(config), *_device_plugin(config), *_bases(config)]

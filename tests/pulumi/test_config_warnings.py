@@ -98,6 +98,15 @@ def test_the_default_device_plugin_image_is_used_by_tag_and_says_so() -> None:
     assert f"{DEFAULT_DEVICE_PLUGIN_IMAGE}@sha256:<digest>" in warning
 
 
+def test_operator_mode_warns_about_no_device_plugin_image() -> None:
+    # GKE's plugin does not run under the GPU Operator: its default image is used by nobody (the e2e run
+    # showed this warning in operator mode).
+    config, secret = _pinned_build()
+    config[f"{h.NS}:devicePlugin"] = {"provider": "gpu-operator"}
+    _, result = h.run(config, secret)
+    assert result.warnings == []
+
+
 def test_a_configured_device_plugin_tag_says_so() -> None:
     config, secret = _pinned_build()
     config[f"{h.NS}:devicePlugin"] = {"image": "mirror.test/plugin:1"}
