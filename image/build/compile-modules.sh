@@ -108,8 +108,8 @@ _check_compiler() {
 # (Debian's arm64 linux-kbuild has arm64 ones: unpack the amd64 linux-kbuild beside the arm64 headers).
 _check_kbuild_helpers() {
     local host="$1" helper path machine
-    for helper in scripts/basic/fixdep scripts/mod/modpost; do
-        path="${HEADERS_DIR}/${helper}"
+    for helper in basic/fixdep mod/modpost; do
+        path="${HEADERS_DIR}/scripts/${helper}"
         [[ -e "${path}" ]] ||
             die "kbuild helper ${path} is missing: unpack the headers' linux-kbuild package beside them"
         machine=$(elf_machine "${path}") || die "kbuild helper ${path} is not an ELF program"
