@@ -1,4 +1,5 @@
-"""Installer: the DaemonSet that loads one target's driver on that target's nodes."""
+"""Installer: the DaemonSet that loads one target's driver on that target's nodes, and the identity all
+installers share (ServiceAccount, RBAC and the admission policy that holds it to its own node)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,43 @@ class Installer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({"daemonset_name": self.daemonset_name})
+
+
+# The Kubernetes provider's resource class of each kind of the installer's identity.
+_IDENTITY_KINDS: dict[str, type[pulumi.CustomResource]] = {
+    "ServiceAccount": k8s.core.v1.ServiceAccount,
+    "ClusterRole": k8s.rbac.v1.ClusterRole,
+    "ClusterRoleBinding": k8s.rbac.v1.ClusterRoleBinding,
+    "ValidatingAdmissionPolicy": k8s.admissionregistration.v1.ValidatingAdmissionPolicy,
+    "ValidatingAdmissionPolicyBinding": k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding,
+}
+
+
+class InstallerIdentity(pulumi.ComponentResource):
+    """The installers' ServiceAccount, its ClusterRole (patch nodes, create events) and binding, and the
+    ValidatingAdmissionPolicy with its binding that lets it change only its own node
+    (specs.installer_access_objects; docs/privileges.md)."""
+
+    def __init__(self, name: str, namespace: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("nvidia-installer:installer:InstallerIdentity", name, None, opts)
+        previous: pulumi.Resource | None = None
+        for obj in specs.installer_access_objects(namespace):
+            kind = obj["kind"]
+            # The SDK's keyword arguments are snake_case (roleRef -> role_ref); nested dicts stay as they are.
+            fields = {_snake(key): value for key, value in obj.items() if key not in ("apiVersion", "kind")}
+            # In order: the binding after its policy, the role binding after its role.
+            depends = [previous] if previous is not None else []
+            previous = _IDENTITY_KINDS[kind](
+                f"{name}-{_kebab(kind)}",
+                **fields,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
+            )
+        self.register_outputs({})
+
+
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
+
+
+def _kebab(kind: str) -> str:
+    return "".join(f"-{c.lower()}" if c.isupper() else c for c in kind).lstrip("-")

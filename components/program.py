@@ -15,7 +15,7 @@ from components.device_plugin import DevicePlugin, DevicePluginArgs
 from components.driver_image import DriverImage, DriverImageArgs
 from components.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.image_key import ImageKey
-from components.installer import Installer, InstallerArgs
+from components.installer import Installer, InstallerArgs, InstallerIdentity
 from components.pinning import unpinned_images
 from components.pull_secret import PullSecret, PullSecretArgs
 
@@ -79,6 +79,9 @@ def run(config: StackConfig) -> dict[str, Any]:
     images = _built_images(config) if config.image.build else {}
     outputs: dict[str, Any] = {}
     installers: list[pulumi.Resource] = []
+    # The pods' ServiceAccount must exist before the DaemonSet controller creates them.
+    identity = InstallerIdentity("installer-identity", config.namespace, opts=k8s_opts)
+    installer_opts = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[identity]))
     for target in config.targets:
         image = images[target.image_key()] if config.image.build else _prebuilt_image(target)
         installer = Installer(
@@ -90,7 +93,7 @@ def run(config: StackConfig) -> dict[str, Any]:
                 parameters_config_map=parameters,
                 pull_secret_name=pull_secret_name,
             ),
-            opts=k8s_opts,
+            opts=installer_opts,
         )
         installers.append(installer)
         outputs[target.name] = {

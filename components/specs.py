@@ -23,6 +23,15 @@ INSTALLER_NAME = "nvidia-installer"
 DEVICE_PLUGIN_NAME = "nvidia-device-plugin"
 PULL_SECRET_NAME = "nvidia-installer-registry"
 PRIORITY_CLASS = "system-node-critical"
+# The installer's identity: its pods' service account, the one object that may talk to the API server
+# (node state labels and events, docs/node.md "What the installer reports"; docs/privileges.md).
+INSTALLER_SERVICE_ACCOUNT = "nvidia-installer"
+# The prefix of every label this project sets (on its DaemonSets and, by the installer, on its node).
+# image/node/nvidia-installer's NODE_LABEL_PREFIX is the same string (a contract test holds them equal).
+LABEL_PREFIX = "nvidia-installer/"
+# The node-name extra of a bound service account token (Kubernetes 1.30+: ServiceAccountTokenPodNodeInfo,
+# GA in 1.32): the node of the pod the kubelet requested the token for.
+NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 
 # Installer paths (docs/architecture.md, "Installer pod").
 INSTALLER_BIN = "/opt/nvidia-installer/bin/nvidia-installer"
@@ -165,7 +174,7 @@ def _pod_basics(pull_secret_name: Input[str] | None) -> dict[str, Any]:
         "priorityClassName": PRIORITY_CLASS,
         # GPU nodes are often tainted (nvidia.com/gpu:NoSchedule); the driver must reach every one of them.
         "tolerations": [{"operator": "Exists"}],
-        # Neither pod talks to the API server.
+        # No API access unless a pod says otherwise (the installer: its own account, for its node's state).
         "automountServiceAccountToken": False,
     }
     if pull_secret_name is not None:
@@ -228,6 +237,10 @@ def installer_daemonset(
         **_pod_basics(pull_secret_name),
         "hostPID": True,
         "affinity": node_affinity([selection]),
+        # The node's driver state in its labels and events (docs/node.md): a bound token, whose node-name
+        # the admission policy (installer_node_policy) compares with the node it changes.
+        "serviceAccountName": INSTALLER_SERVICE_ACCOUNT,
+        "automountServiceAccountToken": True,
         "containers": [container],
         "volumes": [
             _host_path("host-installer", "/opt/nvidia-installer", "DirectoryOrCreate"),
@@ -336,3 +349,204 @@ def device_plugin_daemonset(
             },
         },
     }
+
+
+def _access_name(namespace: str) -> str:
+    """Cluster-scoped objects of the installer's identity carry the namespace: two stacks in one cluster
+    (in different namespaces) must not own the same ClusterRole or policy."""
+    return f"{INSTALLER_NAME}-{namespace}"
+
+
+def installer_service_account(namespace: str) -> dict[str, Any]:
+    """The installer pods' ServiceAccount (its token is mounted only into them)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": INSTALLER_SERVICE_ACCOUNT,
+            "namespace": namespace,
+            "labels": labels(INSTALLER_NAME, "identity", "driver-installer"),
+        },
+    }
+
+
+# What the installer does with the API (docs/privileges.md): a merge patch of its node's labels and core
+# v1 Events about it. No get, list or watch: it reads nothing from the API.
+INSTALLER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
+
+
+def installer_cluster_role(namespace: str) -> dict[str, Any]:
+    """The installer's ClusterRole. RBAC cannot say "its own node": installer_node_policy does."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {
+            "name": _access_name(namespace),
+            "labels": labels(INSTALLER_NAME, "identity", "driver-installer"),
+        },
+        "rules": [dict(rule) for rule in INSTALLER_RULES],
+    }
+
+
+def installer_cluster_role_binding(namespace: str) -> dict[str, Any]:
+    """Binds the ClusterRole to the installer's ServiceAccount."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {
+            "name": _access_name(namespace),
+            "labels": labels(INSTALLER_NAME, "identity", "driver-installer"),
+        },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": _access_name(namespace),
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": INSTALLER_SERVICE_ACCOUNT, "namespace": namespace}],
+    }
+
+
+def service_account_user(namespace: str) -> str:
+    """The user name the API server gives the installer's token."""
+    return f"system:serviceaccount:{namespace}:{INSTALLER_SERVICE_ACCOUNT}"
+
+
+# The policy's refusals (reason Forbidden: the API server answers 403 with `ValidatingAdmissionPolicy
+# '<name>' with binding '<name>' denied request: <message>`).
+POLICY_NO_NODE_NAME = (
+    f"the nvidia-installer token carries no {NODE_NAME_EXTRA} (not bound to a pod on a node)"
+)
+POLICY_OTHER_NODE = "nvidia-installer may change only its own node (the node-name of its token)"
+POLICY_FOREIGN_LABELS = f"nvidia-installer may change only labels under {LABEL_PREFIX} on its node"
+POLICY_NODE_SPEC = "nvidia-installer may not change a node's spec or annotations"
+POLICY_OTHER_EVENT = "nvidia-installer may create Events only about its own Node"
+
+
+def installer_node_policy(namespace: str) -> dict[str, Any]:
+    """A ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1, GA in Kubernetes 1.30) that holds the
+    installer's identity to its own node: what RBAC cannot say. For requests of the installer's service
+    account only: a Node may be changed only when its name is the token's node-name extra, and then only
+    in labels under LABEL_PREFIX (spec, annotations and every other label unchanged); an Event may be
+    created only about that Node. Events sent through events.k8s.io/v1 are converted to core v1 for the
+    policy (matchPolicy Equivalent), so `involvedObject` covers both APIs."""
+    prefix = LABEL_PREFIX
+    ours = f"k.startsWith('{prefix}')"
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {
+            "name": f"{_access_name(namespace)}-own-node",
+            "labels": labels(INSTALLER_NAME, "identity", "driver-installer"),
+        },
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "matchPolicy": "Equivalent",
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["UPDATE"],
+                        "resources": ["nodes"],
+                    },
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["events"],
+                    },
+                ],
+            },
+            "matchConditions": [
+                {
+                    "name": "installer-identity",
+                    "expression": f"request.userInfo.username == '{service_account_user(namespace)}'",
+                }
+            ],
+            "variables": [
+                {
+                    "name": "nodeName",
+                    "expression": f"'{NODE_NAME_EXTRA}' in request.userInfo.extra && "
+                    f"size(request.userInfo.extra['{NODE_NAME_EXTRA}']) > 0 ? "
+                    f"request.userInfo.extra['{NODE_NAME_EXTRA}'][0] : ''",
+                },
+                {"name": "isNode", "expression": "request.resource.resource == 'nodes'"},
+                {
+                    "name": "newLabels",
+                    "expression": "has(object.metadata.labels) ? object.metadata.labels : {}",
+                },
+                {
+                    "name": "oldLabels",
+                    "expression": "oldObject != null && has(oldObject.metadata.labels) ? "
+                    "oldObject.metadata.labels : {}",
+                },
+            ],
+            "validations": [
+                {
+                    "expression": "variables.nodeName != ''",
+                    "message": POLICY_NO_NODE_NAME,
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": "!variables.isNode || object.metadata.name == variables.nodeName",
+                    "message": POLICY_OTHER_NODE,
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": "!variables.isNode || ("
+                    f"variables.newLabels.all(k, {ours} || (k in variables.oldLabels && "
+                    "variables.oldLabels[k] == variables.newLabels[k])) && "
+                    f"variables.oldLabels.all(k, {ours} || k in variables.newLabels))",
+                    "message": POLICY_FOREIGN_LABELS,
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": "!variables.isNode || (object.spec == oldObject.spec && "
+                    "(has(object.metadata.annotations) ? object.metadata.annotations : {}) == "
+                    "(has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {}))",
+                    "message": POLICY_NODE_SPEC,
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": "variables.isNode || (object.involvedObject.kind == 'Node' && "
+                    "object.involvedObject.name == variables.nodeName)",
+                    "message": POLICY_OTHER_EVENT,
+                    "reason": "Forbidden",
+                },
+            ],
+        },
+    }
+
+
+def installer_node_policy_binding(namespace: str) -> dict[str, Any]:
+    """Binds the policy cluster-wide with the Deny action (a refused request is a 403)."""
+    name = f"{_access_name(namespace)}-own-node"
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": labels(INSTALLER_NAME, "identity", "driver-installer")},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }
+
+
+INSTALLER_IDENTITY_KINDS = (
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
+
+
+def installer_access_objects(namespace: str) -> list[dict[str, Any]]:
+    """Every object of the installer's identity, in the order they are created."""
+    return [
+        installer_service_account(namespace),
+        installer_cluster_role(namespace),
+        installer_cluster_role_binding(namespace),
+        installer_node_policy(namespace),
+        installer_node_policy_binding(namespace),
+    ]

@@ -12,8 +12,9 @@ LOG_PREFIX=make-runtime-rootfs
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # What image/node/nvidia-installer calls: bash and coreutils, kmod (modprobe, depmod, rmmod, lsmod),
-# tar + zstd for the payload, util-linux (flock), mount, findutils, grep, sed, hostname.
-readonly PACKAGES=(bash coreutils kmod tar zstd util-linux mount findutils grep sed hostname
+# tar + zstd for the payload, util-linux (flock), mount, findutils, grep, sed, hostname, curl (its node
+# state report to the API server; the cluster's CA comes with the pod's token, so no ca-certificates).
+readonly PACKAGES=(bash coreutils kmod tar zstd util-linux mount findutils grep sed hostname curl
     libc-bin base-files)
 
 _install_missing() {

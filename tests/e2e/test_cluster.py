@@ -162,10 +162,13 @@ def stack(
 
 def test_preview_lists_every_object_to_create(stack: ClusterStack) -> None:
     for name in ("installer-gl1877-cloud-daemonset", "installer-gl2150-metal-daemonset",
-                 "device-plugin-daemonset", "registry-secret", "module-parameters"):  # fmt: skip
+                 "device-plugin-daemonset", "registry-secret", "module-parameters",
+                 "installer-identity-service-account", "installer-identity-cluster-role-binding",
+                 "installer-identity-validating-admission-policy-binding"):  # fmt: skip
         assert name in stack.preview.stdout, stack.preview.stdout
-    # The stack, the provider, four components and the five Kubernetes objects.
-    assert "+ 11 to create" in stack.preview.stdout, stack.preview.stdout
+    # The stack, the provider, five components (two installers, the installers' identity, the device
+    # plugin, the pull secret) and the ten Kubernetes objects.
+    assert "+ 17 to create" in stack.preview.stdout, stack.preview.stdout
     # The policy pack ran (the --diff display lists it) and passed: the preview succeeded.
     assert "Policy Packs run:" in stack.preview.stdout
     assert "nvidia-installer|local|" in stack.preview.stdout
@@ -378,12 +381,21 @@ def test_destroy_leaves_nothing_of_the_stack(stack: ClusterStack) -> None:
         for r in resources
         if r["type"].startswith("kubernetes:") and not r["type"].startswith("pulumi:")
     ]
-    assert len(objects) == 5  # 2 installers, the device plugin, the ConfigMap, the pull Secret
+    # 2 installers, the device plugin, the ConfigMap, the pull Secret, and the installers' identity
+    # (ServiceAccount, ClusterRole and binding, admission policy and binding).
+    assert len(objects) == 10
     stack.project.run("destroy", "--yes", "--skip-preview")
     paths = {
         "DaemonSet": f"/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets/",
         "ConfigMap": f"/api/v1/namespaces/{NAMESPACE}/configmaps/",
         "Secret": f"/api/v1/namespaces/{NAMESPACE}/secrets/",
+        "ServiceAccount": f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/",
+        "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles/",
+        "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/",
+        "ValidatingAdmissionPolicy": "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/",
+        "ValidatingAdmissionPolicyBinding": (
+            "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/"
+        ),
     }
     for kind, name in objects:
         assert not stack.api.exists(paths[kind] + name), f"{kind} {name} survived destroy"

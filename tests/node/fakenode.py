@@ -42,7 +42,7 @@ REAL_KMOD_TOOLS = ("depmod", "modinfo")
 ALLOWED_TOOLS = (
     "bash", "cat", "cp", "mv", "ln", "rm", "mkdir", "find", "sort", "readlink", "sleep", "flock",
     "sha256sum", "sed", "grep", "tr", "wc", "mktemp", "head", "dirname", "ls", "touch", "timeout", "du", "df",
-    "date", "sync", "xargs", "tail", "mount", "stat",
+    "date", "sync", "xargs", "tail", "mount", "stat", "curl",
 )  # fmt: skip
 # Wrapped tools: run the real binary, but record each call (to prove "no unpack").
 SPIED_TOOLS = ("tar", "zstd")
@@ -338,6 +338,8 @@ class FakeNode:
             "STUB_STATE": str(self.state),
             "FAKE_KERNEL": self.kernel,
             "LC_ALL": "C",
+            # No API access unless a test gives it (a token dir and KUBERNETES_SERVICE_HOST in env_extra).
+            "SERVICE_ACCOUNT_DIR": str(self.root / "serviceaccount"),
         }
         env.update(self.env_extra)
         self._refuse_real_commands(env)

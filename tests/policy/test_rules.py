@@ -16,6 +16,7 @@ from pulumi_policy import (
     ResourceValidationPolicy,
 )
 
+from components import specs
 from components.render import PLACEHOLDER_DIGEST, render_objects
 from policy import rules
 
@@ -24,6 +25,13 @@ TYPES = {
     "ConfigMap": "kubernetes:core/v1:ConfigMap",
     "Secret": "kubernetes:core/v1:Secret",
     "Deployment": "kubernetes:apps/v1:Deployment",
+    "ServiceAccount": "kubernetes:core/v1:ServiceAccount",
+    "ClusterRole": "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole",
+    "ClusterRoleBinding": "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding",
+    "ValidatingAdmissionPolicy": "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding": (
+        "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding"
+    ),
 }
 DIGEST = "sha256:" + "ab" * 32
 
@@ -85,7 +93,12 @@ def installer(project_objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_the_project_objects_pass_every_rule(project_objects: list[dict[str, Any]]) -> None:
-    assert {o["kind"] for o in project_objects} == {"DaemonSet", "ConfigMap", "Secret"}
+    assert {o["kind"] for o in project_objects} == {
+        "DaemonSet",
+        "ConfigMap",
+        "Secret",
+        *specs.INSTALLER_IDENTITY_KINDS,
+    }
     for obj in project_objects:
         assert violations(obj) == {}, obj["metadata"]["name"]
 

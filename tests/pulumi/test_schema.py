@@ -9,6 +9,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from components import specs
 from components.render import render_objects
 from tests.pulumi import harness as h
 
@@ -28,7 +29,7 @@ def _objects(stack: str) -> tuple[dict[str, Any], ...]:
 
 def test_both_stacks_render_every_kind() -> None:
     kinds = {o["kind"] for stack in STACKS for o in _objects(stack)}
-    assert kinds == {"DaemonSet", "ConfigMap", "Secret"}
+    assert kinds == {"DaemonSet", "ConfigMap", "Secret", *specs.INSTALLER_IDENTITY_KINDS}
     assert VERSIONS[1] != "1.30.0"
 
 

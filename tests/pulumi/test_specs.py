@@ -116,7 +116,8 @@ def test_pods_reach_every_gpu_node_at_node_critical_priority(ds: dict[str, Any])
     # An empty key with operator Exists and no effect tolerates every taint (nvidia.com/gpu:NoSchedule...).
     assert {"operator": "Exists"} in pod["tolerations"]
     assert pod["priorityClassName"] == "system-node-critical"
-    assert pod["automountServiceAccountToken"] is False
+    # Only the installer holds a token (its own account: node state labels and events).
+    assert pod["automountServiceAccountToken"] is (_kind(ds) == "installer")
 
 
 @pytest.mark.parametrize("ds", DAEMONSETS)
@@ -304,12 +305,52 @@ def test_no_pod_shares_the_hosts_network_or_ipc_and_only_the_installer_its_pids(
 
 
 @pytest.mark.parametrize("ds", DAEMONSETS)
-def test_no_api_access_no_token_no_rbac_identity(ds: dict[str, Any]) -> None:
+def test_api_access_only_for_the_installer_with_its_own_account(ds: dict[str, Any]) -> None:
     pod = _pod(ds)
-    assert pod["automountServiceAccountToken"] is False
-    # The namespace's default account, without a token: no RBAC binding can reach the pod.
-    assert "serviceAccountName" not in pod and "serviceAccount" not in pod
     assert not any("projected" in v or "secret" in v for v in pod["volumes"])
+    assert "serviceAccount" not in pod
+    if _kind(ds) == "plugin":
+        # The namespace's default account, without a token: no RBAC binding can reach the pod.
+        assert pod["automountServiceAccountToken"] is False
+        assert "serviceAccountName" not in pod
+    else:
+        assert pod["automountServiceAccountToken"] is True
+        assert pod["serviceAccountName"] == specs.INSTALLER_SERVICE_ACCOUNT
+
+
+def test_the_installers_identity_holds_exactly_the_tabled_verbs() -> None:
+    objects = {o["kind"]: o for o in specs.installer_access_objects("gpu")}
+    account = objects["ServiceAccount"]["metadata"]
+    assert (account["name"], account["namespace"]) == ("nvidia-installer", "gpu")
+    # docs/privileges.md: patch its node's labels, create Events; nothing to read, nothing else to write.
+    assert objects["ClusterRole"]["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
+    binding = objects["ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == objects["ClusterRole"]["metadata"]["name"] == "nvidia-installer-gpu"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "nvidia-installer", "namespace": "gpu"}]
+    policy = objects["ValidatingAdmissionPolicy"]
+    assert objects["ValidatingAdmissionPolicyBinding"]["spec"] == {
+        "policyName": policy["metadata"]["name"], "validationActions": ["Deny"],
+    }  # fmt: skip
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["matchConditions"][0]["expression"].endswith(
+        "== 'system:serviceaccount:gpu:nvidia-installer'"
+    )
+    # Every refusal is a 403, and each verb RBAC grants is matched by the policy.
+    assert {v["reason"] for v in spec["validations"]} == {"Forbidden"}
+    matched = {
+        (r["resources"][0], op) for r in spec["matchConstraints"]["resourceRules"] for op in r["operations"]
+    }
+    assert matched == {("nodes", "UPDATE"), ("events", "CREATE")}
+
+
+def test_cluster_scoped_identity_objects_are_named_after_the_namespace() -> None:
+    # Two stacks in one cluster (different namespaces) must not own the same ClusterRole or policy.
+    names = {ns: {o["metadata"]["name"] for o in specs.installer_access_objects(ns)} for ns in ("a", "b")}
+    assert names["a"] - {"nvidia-installer"} and not (names["a"] - {"nvidia-installer"}) & names["b"]
 
 
 @pytest.mark.parametrize("ds", DAEMONSETS)
