@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, field_validator, model_validator
@@ -391,6 +391,44 @@ class ModuleParametersConfig(_Model):
         return {"nvidia": list(self.nvidia), "nvidia-uvm": list(self.nvidia_uvm)}
 
 
+_PERCENT_RE = re.compile(r"^([1-9][0-9]?|100)%$")
+MAX_UNAVAILABLE_FORM = (
+    "an integer of 1 or more (nodes), or a percentage of the target's nodes from '1%' to '100%' "
+    "(rounded up, so at least one node)"
+)
+
+
+class RolloutConfig(_Model):
+    """How a driver change reaches the nodes: the installers' rolling update (docs/operations.md)."""
+
+    max_unavailable: Annotated[int, Field(ge=1)] | Annotated[str, Field(pattern=_PERCENT_RE.pattern)] = Field(
+        1,
+        description=f"{MAX_UNAVAILABLE_FORM}: how many nodes of a target change driver at once (default 1)",
+    )
+    timeout_minutes: int = Field(
+        30,
+        ge=1,
+        strict=True,
+        description="an integer of 1 or more: minutes `pulumi up` follows a target's rollout before it fails "
+        "(default 30)",
+    )
+
+    @field_validator("max_unavailable", mode="before")
+    @classmethod
+    def _max_unavailable(cls, value: Any) -> Any:
+        # bool is an int in Python: `true` must not pass as one node.
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if isinstance(value, str) and _PERCENT_RE.fullmatch(value):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 1:
+            raise ValueError(
+                f"expected {MAX_UNAVAILABLE_FORM}; 0 or below would let no node change (the API server "
+                "refuses maxUnavailable 0 beside maxSurge 0)"
+            )
+        raise ValueError(f"expected {MAX_UNAVAILABLE_FORM}")
+
+
 class StackConfig(_Model):
     """The whole validated configuration of one stack (one cluster)."""
 
@@ -419,6 +457,9 @@ class StackConfig(_Model):
     )
     module_parameters: ModuleParametersConfig = Field(
         default_factory=ModuleParametersConfig, description="{nvidia?: [...], nvidia-uvm?: [...]}"
+    )
+    rollout: RolloutConfig = Field(
+        default_factory=RolloutConfig, description="{maxUnavailable?, timeoutMinutes?}"
     )
 
     @field_validator("namespace")

@@ -19,7 +19,16 @@ from components.config_errors import ConfigError, problems_from, show
 # Keys whose values are secrets: read only through pulumi.Config.require_secret.
 SECRET_KEYS = ("kubeconfig", "registryPassword")
 # Keys holding structured values (`pulumi config set --path`), stored by Pulumi as JSON text.
-OBJECT_KEYS = ("cluster", "registry", "image", "targets", "devicePlugin", "gpuOperator", "moduleParameters")
+OBJECT_KEYS = (
+    "cluster",
+    "registry",
+    "image",
+    "targets",
+    "devicePlugin",
+    "gpuOperator",
+    "moduleParameters",
+    "rollout",
+)
 DISABLE_DEFAULT_PROVIDERS = "pulumi:disable-default-providers"
 # How far a namespace may be from PROJECT to count as a misspelling of it (`nvidia-instaler`).
 MAX_NAMESPACE_TYPO = 2

@@ -3,13 +3,13 @@ installers share (ServiceAccount, RBAC and the admission policy that holds it to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import specs
-from components.config import TargetConfig
+from components.config import RolloutConfig, TargetConfig
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,15 @@ class InstallerArgs:
     image: pulumi.Input[str]
     parameters_config_map: pulumi.Input[str]
     pull_secret_name: pulumi.Input[str] | None
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+
+def rollout_timeouts(rollout: RolloutConfig) -> pulumi.CustomTimeouts:
+    """How long `pulumi up` follows the DaemonSet's rollout (create: every node ready; update: every node
+    runs a ready pod of the new template) before it fails the update. Deletion keeps the provider's
+    default."""
+    limit = f"{rollout.timeout_minutes}m"
+    return pulumi.CustomTimeouts(create=limit, update=limit)
 
 
 class Installer(pulumi.ComponentResource):
@@ -39,6 +48,7 @@ class Installer(pulumi.ComponentResource):
             selection=target.selection(),
             parameters_config_map=args.parameters_config_map,
             pull_secret_name=args.pull_secret_name,
+            max_unavailable=args.rollout.max_unavailable,
             version_labels={
                 "nvidia-installer/driver-version": target.driver_version,
                 "nvidia-installer/gl-version": target.gl_version,
@@ -50,7 +60,7 @@ class Installer(pulumi.ComponentResource):
             f"{name}-daemonset",
             metadata=ds_spec["metadata"],
             spec=ds_spec["spec"],
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, custom_timeouts=rollout_timeouts(args.rollout)),
         )
         self.register_outputs({"daemonset_name": self.daemonset_name})
 

@@ -92,6 +92,7 @@ def run(config: StackConfig) -> dict[str, Any]:
                 image=image,
                 parameters_config_map=parameters,
                 pull_secret_name=pull_secret_name,
+                rollout=config.rollout,
             ),
             opts=installer_opts,
         )

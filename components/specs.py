@@ -192,8 +192,10 @@ def installer_daemonset(
     parameters_config_map: Input[str],
     pull_secret_name: Input[str] | None,
     version_labels: Mapping[str, str],
+    max_unavailable: int | str = 1,
 ) -> dict[str, Any]:
-    """The installer DaemonSet of one target (docs/architecture.md, "Installer pod")."""
+    """The installer DaemonSet of one target (docs/architecture.md, "Installer pod"); a driver change
+    rolls over its nodes `max_unavailable` at a time (docs/operations.md)."""
     name = f"{INSTALLER_NAME}-{target}"
     container = {
         "name": "nvidia-installer",
@@ -255,20 +257,28 @@ def installer_daemonset(
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": object_labels,
-            # OnDelete never finishes a rollout by itself: without this, the provider awaits it 10 minutes.
-            "annotations": {"pulumi.com/skipAwait": "true"},
-        },
+        # No pulumi.com/skipAwait: `pulumi up` follows the rollout until every node runs a ready pod of this
+        # template (the provider's DaemonSet await; timeout: the component's customTimeouts).
+        "metadata": {"name": name, "namespace": namespace, "labels": object_labels},
         "spec": {
             "selector": {"matchLabels": selector_labels(INSTALLER_NAME, target)},
-            # A node takes a new driver only when its pod is deleted (drain first): never under running jobs.
-            "updateStrategy": {"type": "OnDelete"},
+            "updateStrategy": installer_update_strategy(max_unavailable),
+            # No minReadySeconds (0): the probe passes only once this image's driver is loaded and
+            # nvidia-smi succeeded (docs/node.md, steps 14-15), so ready already means done; waiting longer
+            # per node would only lengthen the rollout by N/width times that wait.
             "template": {"metadata": {"labels": object_labels}, "spec": pod_spec},
         },
     }
+
+
+def installer_update_strategy(max_unavailable: int | str) -> dict[str, Any]:
+    """Rolling update, `max_unavailable` nodes at a time, gated on the installer's readiness probe: the
+    controller replaces the next node's pod only when the new pods are ready, i.e. the new driver is loaded.
+    A node whose GPUs are busy holds its new pod not ready (docs/node.md, step 5), so it holds the rollout.
+    maxSurge 0: the old pod is gone before the new one starts, never two installers on one node (they
+    would also only queue on the node lock). maxSurge 0 is the API server's default for DaemonSets; it is
+    written out so the intent does not depend on a default."""
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable, "maxSurge": 0}}
 
 
 def device_plugin_args(with_gpu_config: bool) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,14 +78,15 @@ def node_status(arch: str, os_image: str) -> dict[str, Any]:
     }
 
 
-def running_status(pod: dict[str, Any]) -> dict[str, Any]:
-    """The status of a pod whose init containers finished and whose containers all run and are ready."""
+def running_status(pod: dict[str, Any], ready: bool = True) -> dict[str, Any]:
+    """The status of a pod whose init containers finished and whose containers all run; ready, or (as
+    when a readiness probe fails, e.g. an installer waiting for busy GPUs) running but not ready."""
     now = _now()
     spec = pod["spec"]
 
     def started(container: dict[str, Any]) -> dict[str, Any]:
         return {"name": container["name"], "image": container["image"], "imageID": container["image"],
-                "ready": True, "started": True, "restartCount": 0,
+                "ready": ready, "started": True, "restartCount": 0,
                 "state": {"running": {"startedAt": now}}}  # fmt: skip
 
     def finished(container: dict[str, Any]) -> dict[str, Any]:
@@ -95,8 +97,13 @@ def running_status(pod: dict[str, Any]) -> dict[str, Any]:
 
     conditions = [
         {"type": kind, "status": "True", "lastTransitionTime": now}
-        for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+        for kind in ("PodScheduled", "Initialized")
     ]
+    for kind in ("ContainersReady", "Ready"):
+        condition = {"type": kind, "status": str(ready), "lastTransitionTime": now}
+        if not ready:  # what a kubelet says when a readiness probe fails
+            condition.update(reason="ContainersNotReady", message="containers with unready status")
+        conditions.append(condition)
     return {
         "status": {
             "phase": "Running",
@@ -108,6 +115,22 @@ def running_status(pod: dict[str, Any]) -> dict[str, Any]:
             "initContainerStatuses": [finished(c) for c in spec.get("initContainers", [])],
         }
     }
+
+
+def _is_running(pod: dict[str, Any]) -> bool:
+    return bool(pod.get("status", {}).get("phase") == "Running")
+
+
+@dataclass
+class Readiness:
+    """How the simulated kubelets report the pods whose names start with `prefix`: running but not ready
+    for `delay` seconds after they are first seen (an installer loading its driver), and not ready at all
+    on the nodes in `held` (an installer waiting for busy GPUs: docs/node.md, step 5). Pods that were
+    already ready when a node is held stay ready, as a running installer does."""
+
+    prefix: str
+    delay: float = 0.0
+    held: set[str] = field(default_factory=set)
 
 
 def _is_running_and_ready(pod: dict[str, Any]) -> bool:
@@ -127,6 +150,8 @@ class FakeKubelet:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="fake-kubelet", daemon=True)
         self._last_renew = 0.0
+        self._readiness: dict[str, Readiness] = {}
+        self._first_seen: dict[str, float] = {}  # pod uid -> monotonic time, for Readiness.delay
 
     def start(self) -> FakeKubelet:
         """Starts acting for the registered nodes."""
@@ -158,6 +183,38 @@ class FakeKubelet:
             self.nodes.pop(name, None)
         self.api.delete(f"/api/v1/nodes/{name}")
 
+    def set_readiness(self, rule: Readiness) -> None:
+        """Reports the pods of `rule.prefix` by that rule from now on (replaces an earlier rule)."""
+        with self._lock:
+            self._readiness[rule.prefix] = rule
+
+    def hold(self, prefix: str, node: str) -> None:
+        """New pods of `prefix` on `node` stay running and not ready until `release`."""
+        with self._lock:
+            self._readiness.setdefault(prefix, Readiness(prefix)).held.add(node)
+
+    def release(self, prefix: str, node: str) -> None:
+        """Pods of `prefix` on `node` become ready (after the rule's delay)."""
+        with self._lock:
+            rule = self._readiness.get(prefix)
+            if rule is not None:
+                rule.held.discard(node)
+
+    def clear_readiness(self, prefix: str) -> None:
+        """Pods of `prefix` become ready at once again."""
+        with self._lock:
+            self._readiness.pop(prefix, None)
+
+    def _may_be_ready(self, pod: dict[str, Any]) -> bool:
+        name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+        first_seen = self._first_seen.setdefault(uid, time.monotonic())
+        with self._lock:
+            rules = [r for r in self._readiness.values() if name.startswith(r.prefix)]
+            return all(
+                pod["spec"]["nodeName"] not in r.held and time.monotonic() - first_seen >= r.delay
+                for r in rules
+            )
+
     def _renew_leases(self) -> None:
         with self._lock:
             names = list(self.nodes)
@@ -177,8 +234,13 @@ class FakeKubelet:
             path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
             if meta.get("deletionTimestamp"):
                 self.api.delete(path, grace_seconds=0)
-            elif not _is_running_and_ready(pod):
+                self._first_seen.pop(meta["uid"], None)
+            elif _is_running_and_ready(pod):
+                continue
+            elif self._may_be_ready(pod):
                 self.api.patch(path + "/status", running_status(pod))
+            elif not _is_running(pod):
+                self.api.patch(path + "/status", running_status(pod, ready=False))
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -24,8 +24,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, tools_bin: Path, pulumi_ho
 def _restore(project: Project, path: str) -> None:
     """Puts one setting back as the README sets it (or removes it when the README does not set it)."""
     readme = [line for line in readme_block("dev-stack") if f"--path '{path}' " in line]
+    top = path.partition(".")[0].partition("[")[0]
     if readme:
         project.run_line(readme[0])
+    elif not any(f"--path '{top}" in line or f"--path {top}" in line for line in readme_block("dev-stack")):
+        project.run("config", "rm", top)  # `rm --path` of its only key would leave an empty object behind
     else:
         project.run("config", "rm", "--path", path)
 
@@ -51,8 +54,26 @@ def _restore(project: Project, path: str) -> None:
             "targets[0].arch: 'x86_64' is not allowed; expected one of 'amd64' or 'arm64'",
         ),
         ("targets[0].flavor", "cloud", "targets[0].flavor: unknown key; expected one of arch, driverVersion"),
+        (
+            "rollout.maxUnavailable",
+            "0",
+            "rollout.maxUnavailable: 0 is invalid; expected an integer of 1 or more (nodes), or a percentage",
+        ),
+        (
+            "rollout.timeoutMinutes",
+            "30m",
+            "rollout.timeoutMinutes: '30m' is invalid (input should be a valid integer); expected an integer "
+            "of 1 or more",
+        ),
     ],
-    ids=["gl-version-number", "gl-version-form", "arch", "misspelled-key"],
+    ids=[
+        "gl-version-number",
+        "gl-version-form",
+        "arch",
+        "misspelled-key",
+        "rollout-width",
+        "rollout-timeout",
+    ],
 )
 def test_bad_setting_fails_preview_with_one_line(
     project: Project, path: str, value: str, message: str

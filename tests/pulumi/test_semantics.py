@@ -183,8 +183,11 @@ def _installer_follows_the_contract(name: str, ds: dict[str, Any]) -> None:
         ("cm:nvidia-installer-modprobe", "/etc/nvidia-installer", True, "configMap"),
     }
     assert pod["hostPID"] is True
-    assert ds["spec"]["updateStrategy"] == {"type": "OnDelete"}
-    assert ds["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
+    assert ds["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+    }
+    assert "pulumi.com/skipAwait" not in ds["metadata"].get("annotations", {})
 
 
 @pytest.mark.parametrize("stack", STACKS)

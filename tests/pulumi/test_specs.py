@@ -156,11 +156,32 @@ def test_two_targets_never_share_a_selector() -> None:
     assert first != second
 
 
-def test_a_driver_update_waits_for_the_pod_to_be_deleted() -> None:
+def test_a_driver_update_rolls_node_by_node_and_is_awaited() -> None:
     ds = _installer()
-    assert ds["spec"]["updateStrategy"] == {"type": "OnDelete"}
-    # OnDelete never completes a rollout by itself; the provider must not wait for one.
-    assert ds["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
+    # One node at a time by default; maxSurge 0: the old pod goes before the new one starts, never two
+    # installers on one node.
+    assert ds["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+    }
+    # `pulumi up` follows the rollout: the provider's await must not be skipped.
+    assert "pulumi.com/skipAwait" not in ds["metadata"].get("annotations", {})
+    # Ready means the new driver is loaded: no extra wait per node.
+    assert ds["spec"].get("minReadySeconds", 0) == 0
+
+
+@pytest.mark.parametrize("width", [1, 5, "10%", "100%"])
+def test_the_rollout_width_is_the_daemonsets_max_unavailable(width: int | str) -> None:
+    strategy = _installer(max_unavailable=width)["spec"]["updateStrategy"]
+    assert strategy["rollingUpdate"] == {"maxUnavailable": width, "maxSurge": 0}
+
+
+def test_the_rollout_is_gated_on_the_installers_readiness_probe() -> None:
+    # The DaemonSet controller counts a new pod available only once it is ready; the probe is the
+    # installer's own check that this image's driver is loaded (docs/node.md).
+    probe = _container(_installer())["readinessProbe"]
+    assert probe["exec"]["command"][-1] == "probe"
+    assert probe["exec"]["command"][0] == _container(_installer())["command"][0]
 
 
 def test_the_installer_container_runs_the_given_image_privileged_in_the_host_pid_namespace() -> None:
