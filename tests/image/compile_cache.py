@@ -134,6 +134,9 @@ def modules_factory(debian_driver_tree: Path) -> CompiledModules:
         entry = entries / f"{kernel_release}-{module_type}"
         arch = kernel_target(kernel_release)["ARCH"]
         tree = debian_driver_tree if arch == "amd64" else cached_driver_tree(arch)
+        # A finished entry needs no lock: entries appear complete or not at all (renamed into place).
+        if (entry / ".complete").is_file():
+            return entry / module_type
         with file_lock(cache_root() / "compile.lock"):
             if not (entry / ".complete").is_file():
                 _compile_into(entry, tree, kernel_release, module_type)
