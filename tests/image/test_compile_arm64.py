@@ -9,16 +9,13 @@ boot the same builds; the cache (tests/image/compile_cache.py) compiles each onc
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.image.compile_cache import HEADERS_ROOTS, CompiledModules, run_compile
-from tests.image.test_compile import REQUIRED, modinfo, read_env, section_names
+from tests.image.test_compile import REQUIRED, modinfo, packed_open_payload_size, read_env, section_names
 from tests.pins import PINS
 
 pytestmark = pytest.mark.slow
@@ -77,17 +74,5 @@ def test_an_arm64_open_modules_payload_is_at_most_6_mib(
     compiled_modules: CompiledModules, tmp_path: Path
 ) -> None:
     """What a node pulls on a kernel change, packed by the image's own pack-payload.sh, as for amd64."""
-    modules = tmp_path / "modules"
-    shutil.copytree(
-        compiled_modules(K61_ARM64, "open"), modules / "open", ignore=shutil.ignore_patterns("logs")
-    )
-    (modules / "build.env").write_text(
-        f"DRIVER_VERSION={VERSION}\nKERNEL_NAME={K61_ARM64}\nMODULE_TYPES=open\nARCH=arm64\nKERNEL_FLAVOUR=metal\n"
-    )
-    (modules / "verdict.env").write_text(f"LOAD_CHECK_VERDICT=pass\nLOAD_CHECK_KERNEL={K61_ARM64}\n")
-    pack = Path(__file__).resolve().parents[2] / "image" / "build" / "pack-payload.sh"
-    payload = tmp_path / "payload"
-    subprocess.run([str(pack), str(modules), str(payload)], env={**os.environ, "GL_VERSION": "1877.17"},
-                   check=True, capture_output=True)  # fmt: skip
-    size = (payload / "modules-open.tar.zst").stat().st_size
+    size = packed_open_payload_size(compiled_modules(K61_ARM64, "open"), K61_ARM64, "arm64", tmp_path)
     assert size <= 6 * 2**20, f"modules-open.tar.zst for {K61_ARM64} is {size / 2**20:.1f} MiB"
