@@ -10,7 +10,6 @@ Modules come from the shared compile cache (tests/image/test_compile_arm64.py co
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from tests.image.compile_cache import ARM64_ROOT, CompiledModules
 from tests.pins import PINS
-from tests.verify.verdict_run import LOAD_CHECK, parse_env
+from tests.verify.verdict_run import LoadCheckRun, run_load_check
 
 pytestmark = pytest.mark.slow
 
@@ -29,26 +28,11 @@ KERNELS = ARM64_ROOT / "kernels"
 BUSYBOX = ARM64_ROOT / "busybox" / "bin" / "busybox"
 
 
-def _load_check(
-    modules: Path, release: str, out: Path, *extra: str
-) -> tuple[subprocess.CompletedProcess[str], dict[str, str], str]:
+def _load_check(modules: Path, release: str, out: Path, *extra: str) -> LoadCheckRun:
     if not (KERNELS / f"linux-image-{release}" / ".complete").is_file() or not BUSYBOX.is_file():
         pytest.fail(f"arm64 kernel {release} or busybox missing under {ARM64_ROOT}: run .ci/system-deps.sh")
-    verdict_file = out / "verdict.env"
-    serial = out / "serial.log"
-    argv = [str(LOAD_CHECK), "run", str(modules), release, str(verdict_file), "--arch", "arm64"]
-    argv += ["--kernel-cache", str(KERNELS), "--serial-log", str(serial), *extra]
-    result = subprocess.run(
-        argv,
-        env={**os.environ, "LOAD_CHECK_BUSYBOX": str(BUSYBOX)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
-    values = parse_env(verdict_file.read_text()) if verdict_file.exists() else {}
-    log = serial.read_text(errors="replace") if serial.exists() else ""
-    return result, values, log
+    env = {**os.environ, "LOAD_CHECK_BUSYBOX": str(BUSYBOX)}
+    return run_load_check(modules, release, out, "arm64", KERNELS, *extra, env=env)
 
 
 @pytest.mark.parametrize("module_type", ["open", "proprietary"])

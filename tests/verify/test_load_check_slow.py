@@ -8,7 +8,6 @@ kernel is downloaded once per run.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from tests.image.compile_cache import CompiledModules
 from tests.pins import PINS
-from tests.verify.verdict_run import LOAD_CHECK, parse_env
+from tests.verify.verdict_run import LoadCheckRun, run_load_check
 
 pytestmark = pytest.mark.slow
 
@@ -32,34 +31,8 @@ def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kernel-packages")
 
 
-def _load_check(
-    modules: Path, release: str, out: Path, kernel_cache: Path, *extra: str
-) -> tuple[subprocess.CompletedProcess[str], dict[str, str], str]:
-    verdict_file = out / "verdict.env"
-    serial = out / "serial.log"
-    result = subprocess.run(
-        [
-            str(LOAD_CHECK),
-            "run",
-            str(modules),
-            release,
-            str(verdict_file),
-            "--arch",
-            "amd64",
-            "--kernel-cache",
-            str(kernel_cache),
-            "--serial-log",
-            str(serial),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
-    values = parse_env(verdict_file.read_text()) if verdict_file.exists() else {}
-    log = serial.read_text(errors="replace") if serial.exists() else ""
-    return result, values, log
+def _load_check(modules: Path, release: str, out: Path, kernel_cache: Path, *extra: str) -> LoadCheckRun:
+    return run_load_check(modules, release, out, "amd64", kernel_cache, *extra)
 
 
 @pytest.mark.parametrize(

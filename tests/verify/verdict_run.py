@@ -53,3 +53,26 @@ def run_verdict(
         args += ["--qemu-exit", str(qemu_exit)]
     result = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
     return Verdict(result.returncode, parse_env(result.stdout), result.stderr)
+
+
+LoadCheckRun = tuple[subprocess.CompletedProcess[str], dict[str, str], str]
+
+
+def run_load_check(
+    modules: Path,
+    release: str,
+    out: Path,
+    arch: str,
+    kernel_cache: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> LoadCheckRun:
+    """`load-check.sh run` for real (QEMU boot): its result, the verdict file's values, the serial log."""
+    verdict_file = out / "verdict.env"
+    serial = out / "serial.log"
+    argv = [str(LOAD_CHECK), "run", str(modules), release, str(verdict_file), "--arch", arch]
+    argv += ["--kernel-cache", str(kernel_cache), "--serial-log", str(serial), *extra]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=900)
+    values = parse_env(verdict_file.read_text()) if verdict_file.exists() else {}
+    log = serial.read_text(errors="replace") if serial.exists() else ""
+    return result, values, log
