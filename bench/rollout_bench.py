@@ -225,19 +225,10 @@ class Bench:
 
 def _stack(work: Path, tools: Path, home: Path, plane: ControlPlane) -> Project:
     project = Project.copy(work / "project", tools, home)
-    project.run("stack", "init", "rollout-bench")
-    project.run("config", "set", "--secret", "kubeconfig", stdin=plane.kubeconfig.read_text())
-    for line in [
-        "pulumi config set --path 'pulumi:disable-default-providers[0]' kubernetes",
-        f"pulumi config set namespace {NAMESPACE}",
-        "pulumi config set --path image.build false",
-        f"pulumi config set --path 'targets[0].name' {TARGET}",
-        f"pulumi config set --path 'targets[0].glVersion' {GL_VERSION}",
-        "pulumi config set --path 'targets[0].arch' amd64",
-        "pulumi config set --path 'targets[0].flavour' cloud",
+    project.init_one_target_stack(
+        "rollout-bench", plane.kubeconfig.read_text(), NAMESPACE, TARGET, GL_VERSION,
         "pulumi config set --path rollout.timeoutMinutes 30",
-    ]:
-        project.run_line(line)
+    )  # fmt: skip
     return project
 
 

@@ -143,6 +143,25 @@ class Project:
             raise ValueError(f"not a pulumi command: {line!r}")
         return self.run(*words[1:], check=check)
 
+    def init_one_target_stack(
+        self, stack: str, kubeconfig: str, namespace: str, target: str, gl_version: str, *lines: str
+    ) -> None:
+        """A stack with one cloud amd64 target of prebuilt images against a cluster, typed the way a user
+        types it (`pulumi config set --path`), then the extra `pulumi config set ...` lines."""
+        self.run("stack", "init", stack)
+        self.run("config", "set", "--secret", "kubeconfig", stdin=kubeconfig)
+        for line in [
+            "pulumi config set --path 'pulumi:disable-default-providers[0]' kubernetes",
+            f"pulumi config set namespace {namespace}",
+            "pulumi config set --path image.build false",
+            f"pulumi config set --path 'targets[0].name' {target}",
+            f"pulumi config set --path 'targets[0].glVersion' {gl_version}",
+            "pulumi config set --path 'targets[0].arch' amd64",
+            "pulumi config set --path 'targets[0].flavour' cloud",
+            *lines,
+        ]:
+            self.run_line(line)
+
     def stack_export(self) -> dict[str, Any]:
         """`pulumi stack export` (secrets stay encrypted)."""
         exported: dict[str, Any] = json.loads(self.run("stack", "export").stdout)

@@ -137,20 +137,11 @@ def stack(
         kubelet.add_node(node, {"gpu": "true", "os-version": GL_VERSION})
     kubelet.set_readiness(Readiness(f"{DAEMONSET}-", delay=LOAD_SECONDS))
     project = Project.copy(tmp_path_factory.mktemp("rollout"), tools_bin, pulumi_home)
-    project.run("stack", "init", "rollout")
-    project.run("config", "set", "--secret", "kubeconfig", stdin=control_plane.kubeconfig.read_text())
-    for line in [
-        "pulumi config set --path 'pulumi:disable-default-providers[0]' kubernetes",
-        f"pulumi config set namespace {NAMESPACE}",
-        "pulumi config set --path image.build false",
-        f"pulumi config set --path 'targets[0].name' {TARGET}",
-        f"pulumi config set --path 'targets[0].glVersion' {GL_VERSION}",
-        "pulumi config set --path 'targets[0].arch' amd64",
-        "pulumi config set --path 'targets[0].flavour' cloud",
+    project.init_one_target_stack(
+        "rollout", control_plane.kubeconfig.read_text(), NAMESPACE, TARGET, GL_VERSION,
         f"pulumi config set --path rollout.maxUnavailable {WIDTH}",
         f"pulumi config set --path rollout.timeoutMinutes {TIMEOUT_MINUTES}",
-    ]:
-        project.run_line(line)
+    )  # fmt: skip
     rollout = RolloutStack(project, api, kubelet)
     rollout.set_driver("580.159.04")
     project.run("up", "--yes", "--skip-preview")
