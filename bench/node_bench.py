@@ -36,6 +36,14 @@ KERNEL = f"{PINS['KERNEL_612']}-amd64"
 HOST_TREE = Path("/lib/modules") / KERNEL
 
 
+def require_host_tree() -> None:
+    """Stops with what to install when the real host module tree (with its modules.dep) is missing."""
+    if not (HOST_TREE / "modules.dep").is_file():
+        raise SystemExit(
+            f"{HOST_TREE}/modules.dep missing: install linux-image-{KERNEL} (.ci/system-deps.sh)"
+        )
+
+
 def _stand_in_modules(compiled: Path | None, driver: str) -> dict[str, bytes]:
     if compiled is not None:
         return {f"kernel-open/{ko.name}": ko.read_bytes() for ko in sorted(compiled.glob("*.ko"))}
@@ -92,10 +100,7 @@ def main() -> None:
     parser.add_argument("--userspace-mib", type=int, default=94)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    if not (HOST_TREE / "modules.dep").is_file():
-        raise SystemExit(
-            f"{HOST_TREE}/modules.dep missing: install linux-image-{KERNEL} (.ci/system-deps.sh)"
-        )
+    require_host_tree()
     compiled = args.modules / "open" if args.modules else None
     files = _stand_in_modules(compiled, "580.65.06")
     host_modules = sum(1 for _ in (HOST_TREE / "kernel").rglob("*.ko*"))

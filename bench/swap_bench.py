@@ -35,12 +35,11 @@ import threading
 import time
 from pathlib import Path
 
+from bench.node_bench import HOST_TREE, KERNEL, require_host_tree
 from bench.report import emit, machine_line
 from tests.node.fakenode import READY_FILE, FakeNode
 from tests.pins import PINS
 
-KERNEL = f"{PINS['KERNEL_612']}-amd64"
-HOST_TREE = Path("/lib/modules") / KERNEL
 CACHE = Path("/var/tmp/nvidia-installer-test-cache/modules")
 # The manifests' driver versions (>= 560, so "auto" picks the open modules the payload holds); the .ko
 # files are two real builds of the slow tier (535.261.03): the installer's work does not depend on it.
@@ -138,10 +137,7 @@ def main() -> None:
     parser.add_argument("--userspace-mib", type=int, default=94)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    if not (HOST_TREE / "modules.dep").is_file():
-        raise SystemExit(
-            f"{HOST_TREE}/modules.dep missing: install linux-image-{KERNEL} (.ci/system-deps.sh)"
-        )
+    require_host_tree()
     old_dir, new_dir = args.old_modules or DEFAULT_OLD, args.new_modules or DEFAULT_NEW
     for directory in (old_dir, new_dir):
         if not (directory / "nvidia.ko").is_file():
