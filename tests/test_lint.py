@@ -138,3 +138,22 @@ def test_yamllint_catches_broken_yaml(tmp_path: Path) -> None:
     bad.write_text("config:\n  a: 1\n  a: 2\n")  # a duplicate key
     result = _run([str(BIN / "yamllint"), "--strict", "-c", str(ROOT / ".yamllint.yaml"), str(bad)])
     assert result.returncode != 0 and "duplication" in result.stdout
+
+
+def _setup_plan(*args: str) -> subprocess.CompletedProcess[str]:
+    # --setup-plan resolves every selected test's fixtures and parameters without running any of them.
+    return _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--setup-plan", *args])
+
+
+def test_every_slow_and_e2e_test_resolves_its_fixtures() -> None:
+    """The slow and e2e tiers run for half an hour: a test asking for a fixture nobody provides (a
+    parametrize decorator left on a helper) must fail here, in seconds, not at the end of CI."""
+    result = _setup_plan("-m", "slow or e2e", "tests")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+
+
+def test_the_setup_plan_gate_catches_an_unknown_fixture(tmp_path: Path) -> None:
+    test = tmp_path / "test_unknown_fixture.py"
+    test.write_text("def test_x(release):\n    assert release\n")
+    result = _setup_plan("--rootdir", str(tmp_path), str(test))
+    assert result.returncode != 0 and "fixture 'release' not found" in result.stdout
