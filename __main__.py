@@ -19,8 +19,11 @@ except ConfigError as error:
     pulumi.log.error(str(error))
     raise SystemExit(EXIT_AFTER_USER_ACTIONABLE_MESSAGE) from None
 
-for key, value in program.run(CONFIG).items():
-    pulumi.export(key, value)
+# A GPU node that no target selects gets no driver: say so in the preview and update output, and on the
+# node itself (program.run marks it).
+COVERAGE = report_uncovered_gpu_nodes(CONFIG)
 
-# A GPU node that no target selects gets no driver: say so in the preview and update output.
-report_uncovered_gpu_nodes(CONFIG)
+for key, value in program.run(CONFIG, COVERAGE.uncovered).items():
+    pulumi.export(key, value)
+if COVERAGE.uncovered:
+    pulumi.export("uncoveredGpuNodes", COVERAGE.uncovered)

@@ -7,6 +7,7 @@ warning, not a failed preview.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -38,23 +39,35 @@ def node_labels(kubeconfig: str | None, context: str | None) -> dict[str, dict[s
     return labels
 
 
-def report_uncovered_gpu_nodes(stack: StackConfig) -> list[str]:
-    """Warns, in the preview and update output, about every GPU node no target selects, and returns the
-    warnings. Nothing to do in render mode (no cluster)."""
+@dataclass(frozen=True)
+class CoverageReport:
+    """What the coverage check found: each uncovered GPU node with its message (what it is, the target to
+    add; empty when the nodes could not be listed, or in render mode) and the warning lines it showed."""
+
+    uncovered: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def report_uncovered_gpu_nodes(stack: StackConfig) -> CoverageReport:
+    """Warns, in the preview and update output, about every GPU node no target selects, and returns what
+    it found. Nothing to do in render mode (no cluster)."""
     if stack.cluster.render_directory is not None:
-        return []
+        return CoverageReport()
     kubeconfig = runtime_config.get_config(f"{PROJECT}:kubeconfig") if stack.kubeconfig is not None else None
     try:
         nodes = node_labels(kubeconfig, stack.cluster.context)
     except Exception as error:  # unreachable, forbidden, a bad kubeconfig: each only skips the check
         reason = (str(error).strip().splitlines() or [""])[0][:200]
-        warnings = [
-            f"could not list the cluster's nodes to look for GPU nodes no target covers "
-            f"({type(error).__name__}: {reason}); the check was skipped"
-        ]
+        report = CoverageReport(
+            warnings=[
+                f"could not list the cluster's nodes to look for GPU nodes no target covers "
+                f"({type(error).__name__}: {reason}); the check was skipped"
+            ]
+        )
     else:
         found = coverage.uncovered_nodes(nodes, [t.selection() for t in stack.targets])
-        warnings = [node.message(len(stack.targets)) for node in found]
-    for warning in warnings:
+        messages = {node.name: node.message(len(stack.targets)) for node in found}
+        report = CoverageReport(messages, list(messages.values()))
+    for warning in report.warnings:
         pulumi.log.warn(warning)
-    return warnings
+    return report

@@ -116,10 +116,15 @@ class _Collect(logging.Handler):
 
 
 def run_in_process(
-    values: Mapping[str, str], secret_keys: Sequence[str], mocks: pulumi.runtime.Mocks, stack: str
+    values: Mapping[str, str],
+    secret_keys: Sequence[str],
+    mocks: pulumi.runtime.Mocks,
+    stack: str,
+    uncovered: Mapping[str, str] | None = None,
 ) -> InProcessRun:
     """Sets the stack config in-process, validates it (ConfigError before any registration), runs the
-    program under `mocks` on a fresh event loop and waits for every registration."""
+    program under `mocks` on a fresh event loop and waits for every registration. `uncovered`: what the
+    cluster's coverage check would have found (no cluster is read in-process)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     workers = _WorkerLoops()
@@ -139,7 +144,7 @@ def run_in_process(
         except ConfigError as error:
             error.warnings = list(collect.messages)
             raise
-        outputs = program.run(config)
+        outputs = program.run(config, uncovered)
         resolved = loop.run_until_complete(pulumi.Output.from_input(outputs).future(with_unknowns=True))
         loop.run_until_complete(wait_for_rpcs())
         return InProcessRun(config=config, outputs=dict(resolved or {}), warnings=collect.messages)

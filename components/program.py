@@ -3,6 +3,7 @@ the in-process mocks of the offline render and the tests."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
@@ -64,8 +65,17 @@ def _module_parameters(config: StackConfig, opts: pulumi.ResourceOptions) -> pul
     return config_map.metadata.apply(lambda meta: meta.name or name)
 
 
-def run(config: StackConfig) -> dict[str, Any]:
-    """Registers every resource of the stack and returns the stack outputs."""
+def _mark_uncovered_nodes(uncovered: Mapping[str, str], opts: pulumi.ResourceOptions) -> None:
+    """A server-side-apply patch per GPU node no target covers (status `uncovered`, the message as an
+    annotation); a node that a target covers again loses its patch, and with it the mark."""
+    for node, message in sorted(uncovered.items()):
+        spec = specs.uncovered_node_patch(node, message)
+        k8s.core.v1.NodePatch(f"uncovered-{node}", metadata=spec["metadata"], opts=opts)
+
+
+def run(config: StackConfig, uncovered: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Registers every resource of the stack and returns the stack outputs. `uncovered`: GPU nodes no
+    target covers (node name -> message, components/cluster_nodes.py), marked on the nodes themselves."""
     for warning in unpinned_images(config):
         pulumi.log.warn(warning)
     for target in config.targets:
@@ -75,6 +85,7 @@ def run(config: StackConfig) -> dict[str, Any]:
     provider = cluster_provider(config)
     k8s_opts = pulumi.ResourceOptions(providers=[provider])
     pull_secret_name = _pull_secret(config, k8s_opts)
+    _mark_uncovered_nodes(uncovered or {}, k8s_opts)
     parameters = _module_parameters(config, k8s_opts)
     images = _built_images(config) if config.image.build else {}
     outputs: dict[str, Any] = {}

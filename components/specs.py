@@ -154,6 +154,35 @@ def pull_secret(name: str, namespace: str, encoded_config: Input[str]) -> dict[s
     }
 
 
+# Set by the Pulumi program (not by an installer) on a GPU node no target covers: the node itself says it
+# gets no driver and what to add (docs/operations.md, "A GPU node no target covers").
+UNCOVERED_STATUS = "uncovered"
+UNCOVERED_ANNOTATION = f"{LABEL_PREFIX}uncovered"
+UNCOVERED_FIELD_MANAGER = "nvidia-installer-coverage"
+
+
+def uncovered_node_patch(node: str, message: str) -> dict[str, Any]:
+    """The server-side-apply patch that marks a GPU node no target covers: status label `uncovered` and the
+    coverage message as an annotation. Forced: it takes the status over from the installer that ran there
+    before a Garden Linux update moved the node out of every target's selection. Its removal removes both."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node,
+            "labels": {f"{LABEL_PREFIX}status": UNCOVERED_STATUS},
+            "annotations": {
+                UNCOVERED_ANNOTATION: message,
+                "pulumi.com/patchForce": "true",
+                # One field manager for the patch's whole life. Without it the provider applies an update
+                # (the message names the next target index, which changes) as a new random manager, the old
+                # one keeps the unchanged label, and removing the patch would leave the label behind.
+                "pulumi.com/patchFieldManager": UNCOVERED_FIELD_MANAGER,
+            },
+        },
+    }
+
+
 def node_affinity(terms: Sequence[Sequence[Requirement]]) -> dict[str, Any]:
     """Required node affinity: a node must match one term (OR); inside a term every expression (AND)."""
     return {

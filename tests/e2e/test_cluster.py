@@ -167,8 +167,10 @@ def test_preview_lists_every_object_to_create(stack: ClusterStack) -> None:
                  "installer-identity-validating-admission-policy-binding"):  # fmt: skip
         assert name in stack.preview.stdout, stack.preview.stdout
     # The stack, the provider, five components (two installers, the installers' identity, the device
-    # plugin, the pull secret) and the ten Kubernetes objects.
-    assert "+ 17 to create" in stack.preview.stdout, stack.preview.stdout
+    # plugin, the pull secret), the ten Kubernetes objects and the mark of the arm64 GPU node (no target
+    # covers it: docs/operations.md, "A GPU node no target covers").
+    assert "+ 18 to create" in stack.preview.stdout, stack.preview.stdout
+    assert "kubernetes:core/v1:NodePatch: (create)" in stack.preview.stdout
     # The policy pack ran (the --diff display lists it) and passed: the preview succeeded.
     assert "Policy Packs run:" in stack.preview.stdout
     assert "nvidia-installer|local|" in stack.preview.stdout
@@ -374,16 +376,60 @@ def test_uncovered_gpu_nodes_are_reported_and_get_no_driver(stack: ClusterStack)
         wait_for(f"nodes of {name}", partial(nodes_of, stack.api, name), expected)
 
 
+UNCOVERED_STATUS = "nvidia-installer/status"
+UNCOVERED_NOTE = "nvidia-installer/uncovered"
+
+
+def node_marks(api: KubeApi, node: str) -> tuple[str | None, str | None]:
+    """A node's status label and uncovered-annotation (None when absent)."""
+    metadata = api.get(f"/api/v1/nodes/{node}")["metadata"]
+    return metadata.get("labels", {}).get(UNCOVERED_STATUS), metadata.get("annotations", {}).get(
+        UNCOVERED_NOTE
+    )
+
+
+def test_uncovered_gpu_nodes_are_marked_on_the_nodes_until_a_target_covers_them(stack: ClusterStack) -> None:
+    # The installer that served gpu-1934-new before its Garden Linux update left its status (a plain
+    # update by another field manager): the program's patch must take the label over, not conflict.
+    stack.kubectl("label", "node", "gpu-1934-new", f"{UNCOVERED_STATUS}=ready")
+    stack.project.script("up", "e2e", "--skip-preview")
+    for node, version in (("gpu-1934-new", "1934.0"), ("gpu-1877-arm", "1877.17")):
+        status, note = node_marks(stack.api, node)
+        assert status == "uncovered", node
+        assert note is not None and note.startswith(f"GPU node {node} (Garden Linux {version}, "), note
+    assert set(stack.project.outputs()["uncoveredGpuNodes"]) == {"gpu-1934-new", "gpu-1877-arm"}
+    # The marks are declared state like any other: a refreshing preview finds no drift in them.
+    assert stack.project.script("drift", "e2e", check=False).returncode == 0
+    # The user adds the target the message asked for: the mark goes, the node gets an installer.
+    image = (
+        f"registry.example.com/gpu/nvidia-driver:580.159.04-gl1934.0-cloud-amd64-auto@sha256:{'1934' * 16}"
+    )
+    for key, value in (("name", "gl1934-cloud"), ("glVersion", "1934.0"), ("arch", "amd64"),
+                       ("flavour", "cloud"), ("driverVersion", "580.159.04"), ("image", image)):  # fmt: skip
+        stack.project.run_line(f"pulumi config set --path 'targets[2].{key}' {value}")
+    stack.project.script("up", "e2e", "--skip-preview")
+    assert node_marks(stack.api, "gpu-1934-new") == (None, None)
+    # The other node's message now names the next free index: its patch was updated in place, and the
+    # destroy below must still remove the label it set before that update.
+    status, note = node_marks(stack.api, "gpu-1877-arm")
+    assert status == "uncovered" and note is not None and "'targets[3].glVersion' 1877.17" in note, note
+    assert set(stack.project.outputs()["uncoveredGpuNodes"]) == {"gpu-1877-arm"}
+    wait_for("nodes of the new target", partial(nodes_of, stack.api, "nvidia-installer-gl1934-cloud"),
+             {"gpu-1934-new"})  # fmt: skip
+
+
 def test_destroy_leaves_nothing_of_the_stack(stack: ClusterStack) -> None:
     resources = stack.project.stack_export()["deployment"]["resources"]
     objects = [
         (r["outputs"]["kind"], r["outputs"]["metadata"]["name"])
         for r in resources
-        if r["type"].startswith("kubernetes:") and not r["type"].startswith("pulumi:")
+        if r["type"].startswith("kubernetes:")
+        and not r["type"].startswith("pulumi:")
+        and r["type"] != "kubernetes:core/v1:NodePatch"
     ]
-    # 2 installers, the device plugin, the ConfigMap, the pull Secret, and the installers' identity
+    # 3 installers, the device plugin, the ConfigMap, the pull Secret, and the installers' identity
     # (ServiceAccount, ClusterRole and binding, admission policy and binding).
-    assert len(objects) == 10
+    assert len(objects) == 11
     stack.project.run("destroy", "--yes", "--skip-preview")
     paths = {
         "DaemonSet": f"/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets/",
@@ -401,3 +447,5 @@ def test_destroy_leaves_nothing_of_the_stack(stack: ClusterStack) -> None:
         assert not stack.api.exists(paths[kind] + name), f"{kind} {name} survived destroy"
     for name in EXPECTED:
         wait_for(f"pods of {name} after destroy", partial(pods_of, stack.api, name), [])
+    # The mark of the node that stayed uncovered goes with the stack; the node itself stays.
+    assert node_marks(stack.api, "gpu-1877-arm") == (None, None)

@@ -112,11 +112,15 @@ def encode(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def run(
-    config: Mapping[str, Any], secret_keys: list[str], stack: str = "test"
+    config: Mapping[str, Any],
+    secret_keys: list[str],
+    stack: str = "test",
+    uncovered: Mapping[str, str] | None = None,
 ) -> tuple[Recorder, InProcessRun]:
-    """Runs the program; returns the recorder and the run (outputs, warnings)."""
+    """Runs the program (with these uncovered GPU nodes, as the cluster read would report them); returns
+    the recorder and the run (outputs, warnings)."""
     recorder = Recorder()
-    result = run_in_process(encode(config), secret_keys, recorder, stack)
+    result = run_in_process(encode(config), secret_keys, recorder, stack, uncovered)
     return recorder, result
 
 
