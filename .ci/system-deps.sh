@@ -61,12 +61,14 @@ _install_packages() {
 
 # ---- arm64: Debian's arm64 packages in a private directory (issue 13) ----
 
-# What the arm64 slow tests compile against and boot: the headers of one kernel, the kernel images of
-# that kernel and of the negative controls (another ABI, another series), busybox for the guest and
+# What the arm64 slow tests compile against and boot: the headers of 6.1 (default and cloud flavours) and
+# 6.12, the kernel images of those and of the negative control of another ABI, busybox for the guest and
 # NVIDIA's arm64 module sources (their prebuilt nv-kernel.o_binary is per architecture).
 _arm64_wanted() {
-    printf '%s\n' "linux-headers-${KERNEL_61}-arm64" "linux-headers-${KERNEL_61}-common" \
-        "linux-image-${KERNEL_61}-arm64" "linux-image-${KERNEL_61_OLD}-arm64" "linux-image-${KERNEL_612}-arm64" \
+    printf '%s\n' "linux-headers-${KERNEL_61}-arm64" "linux-headers-${KERNEL_61}-cloud-arm64" \
+        "linux-headers-${KERNEL_61}-common" "linux-headers-${KERNEL_612}-arm64" "linux-headers-${KERNEL_612}-common" \
+        "linux-image-${KERNEL_61}-arm64" "linux-image-${KERNEL_61}-cloud-arm64" \
+        "linux-image-${KERNEL_61_OLD}-arm64" "linux-image-${KERNEL_612}-arm64" \
         busybox-static:arm64 "nvidia-kernel-source:arm64=${NVIDIA_DEBIAN_VERSION}" \
         "nvidia-open-kernel-source:arm64=${NVIDIA_DEBIAN_VERSION}"
 }
@@ -145,12 +147,16 @@ _fetch_arm64() {
     rm -f "${stamp}"
     config=$(_arm64_apt_config)
     APT_CONFIG="${config}" apt-get update -qq
+    # One linux-kbuild per kernel series (6.1, 6.12).
     kbuild=$(_arm64_kbuild "${config}" "linux-headers-${KERNEL_61}-arm64")
+    kbuild+=" $(_arm64_kbuild "${config}" "linux-headers-${KERNEL_612}-arm64")"
     rm -rf "${ARM64_ROOT}/debs"
     mkdir -p "${ARM64_ROOT}/debs"
     local -a packages
     mapfile -t packages <<<"${wanted}"
-    (cd "${ARM64_ROOT}/debs" && APT_CONFIG="${config}" apt-get download -q "${packages[@]}" "${kbuild}" >/dev/null)
+    local -a kbuilds
+    read -r -a kbuilds <<<"${kbuild}"
+    (cd "${ARM64_ROOT}/debs" && APT_CONFIG="${config}" apt-get download -q "${packages[@]}" "${kbuilds[@]}" >/dev/null)
     _arm64_unpack "${ARM64_ROOT}/debs"
     rm -rf "${ARM64_ROOT}/debs"
     printf '%s\n' "${wanted}" >"${stamp}"

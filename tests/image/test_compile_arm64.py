@@ -3,7 +3,9 @@ Debian's real arm64 headers, unpacked by .ci/system-deps.sh under PINS ARM64_ROO
 linux-kbuild (docs/image.md, "arm64").
 
 The matrix is the smallest that proves the claims (each compile costs about four minutes on two cores):
-both module types for one kernel, 6.1 default flavour. The QEMU tests (tests/verify/test_load_check_arm64.py)
+both module types for 6.1 default flavour (the proprietary blob links only for its own architecture), and
+the open modules for the 6.1 cloud flavour (flavour detection among arm64 headers) and for 6.12 (the other
+series, whose headers force CROSS_COMPILE themselves). The QEMU tests (tests/verify/test_load_check_arm64.py)
 boot the same builds; the cache (tests/image/compile_cache.py) compiles each once.
 """
 
@@ -22,7 +24,9 @@ pytestmark = pytest.mark.slow
 
 VERSION = PINS["NVIDIA_VERSION"]
 K61_ARM64 = f"{PINS['KERNEL_61']}-arm64"
-BUILDS = [(K61_ARM64, "open"), (K61_ARM64, "proprietary")]
+K61_CLOUD_ARM64 = f"{PINS['KERNEL_61']}-cloud-arm64"
+K612_ARM64 = f"{PINS['KERNEL_612']}-arm64"
+BUILDS = [(K61_ARM64, "open"), (K61_ARM64, "proprietary"), (K61_CLOUD_ARM64, "open"), (K612_ARM64, "open")]
 EM_AARCH64 = 183
 
 
