@@ -6,6 +6,7 @@ token and the fake host are set up.
 
 from __future__ import annotations
 
+import signal
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,25 @@ def test_busy_gpus_say_waiting_for_idle_gpus(cluster: Cluster, installer: Any, t
     (node.proc / "4242/fd/0").unlink()
     (node.sys / "module/nvidia/refcnt").write_text("0\n")
     wait_for("the ready label after the wait", lambda: cluster.labels().get(STATUS) == "ready")
+
+
+def test_a_pod_stopped_while_it_waits_says_so(cluster: Cluster, installer: Any, tmp_path: Path) -> None:
+    """Not the stale `waiting-for-idle-gpus`: nobody waits any more once the pod is stopped."""
+    node = cluster.node(tmp_path)
+    node.load_module("nvidia", "570.124.06", refcnt=1)
+    node.add_process(4242, "python3", ("/dev/nvidia0",))
+    node.env_extra["IDLE_POLL_SECONDS"] = "0.2"
+    proc = installer(node)
+    wait_for("the waiting label", lambda: cluster.labels().get(STATUS) == "waiting-for-idle-gpus")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    assert cluster.labels()[STATUS] == "stopped"
+    event = cluster.events("InstallerStopped")[-1]
+    assert "stopped while waiting for GPU jobs" in event["message"]
+    assert (
+        "570.124.06 stays loaded" in event["message"]
+        and f"{node.driver} was not installed" in event["message"]
+    )
 
 
 def test_kernel_mismatch_is_labelled_and_told(cluster: Cluster, tmp_path: Path) -> None:
