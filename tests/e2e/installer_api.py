@@ -75,6 +75,14 @@ class Cluster:
         )  # fmt: skip
         return node
 
+    def busy_node(self, tmp: Path, old_driver: str, **env: str) -> FakeNode:
+        """A fake host (node()) whose loaded driver `old_driver` one GPU process, 4242 (python3), uses."""
+        node = self.node(tmp)
+        node.load_module("nvidia", old_driver, refcnt=1)
+        node.add_process(4242, "python3", ("/dev/nvidia0",))
+        node.env_extra.update({"IDLE_POLL_SECONDS": "0.2", **env})
+        return node
+
     def node_object(self, name: str = "") -> dict[str, Any]:
         found: dict[str, Any] = self.admin.get(f"/api/v1/nodes/{name or self.node_name}")
         return found
@@ -166,6 +174,23 @@ def install_identity(
     return setup
 
 
+def cluster_fixture(namespace: str, nodes: tuple[str, str], config: Mapping[str, Any]) -> Any:
+    """A module-scoped fixture `cluster`: install_identity in `namespace` on the session's control plane."""
+
+    @pytest.fixture(scope="module")
+    def cluster(
+        control_plane: ControlPlane,
+        kubelet: FakeKubelet,
+        tools_bin: Path,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Cluster:
+        workdir = tmp_path_factory.mktemp(namespace)
+        return install_identity(control_plane, kubelet, tools_bin, workdir, namespace=namespace,
+                                nodes=nodes, config=config)  # fmt: skip
+
+    return cluster
+
+
 def _refused(api: KubeApi, node: str) -> bool:
     """Whether the policy refuses a label on `node` (a server-side dry run: admission runs, nothing is
     stored, so a policy not yet loaded changes nothing)."""
@@ -176,3 +201,9 @@ def _refused(api: KubeApi, node: str) -> bool:
             return True
         raise
     return False
+
+
+def job_ends(node: FakeNode) -> None:
+    """The GPU process of busy_node is gone: the old driver is idle."""
+    (node.proc / "4242/fd/0").unlink()
+    (node.sys / "module/nvidia/refcnt").write_text("0\n")

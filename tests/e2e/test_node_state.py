@@ -1,7 +1,7 @@
 """The installer's node state (labels, events) through the real API server, with a real bound token, and
 the installer's identity held to its own node by the real admission chain (RBAC and the
-ValidatingAdmissionPolicy of components/specs.py); tests/e2e/installer_api.py says how the identity, the
-token and the fake host are set up.
+ValidatingAdmissionPolicy of components/specs.py), without the drain opt-in (tests/e2e/installer_api.py
+says how the identity, the token and the fake host are set up; test_drain.py covers the opt-in).
 """
 
 from __future__ import annotations
@@ -11,13 +11,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from components import specs
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.installer_api import STATUS, Cluster, denied, install_identity, wait_for
+from tests.e2e.installer_api import STATUS, Cluster, cluster_fixture, denied, job_ends, wait_for
 from tests.e2e.kubeapi import MERGE_PATCH, KubeApi
-from tests.e2e.kubelet import FakeKubelet
 from tests.node.fakenode import READY_FILE
 
 NAMESPACE = "gpu-node-state"
@@ -26,16 +22,7 @@ OTHER_NODE = "gpu-node-2"
 POD = "nvidia-installer-on-gpu-node-1"
 
 
-@pytest.fixture(scope="module")
-def cluster(
-    control_plane: ControlPlane,
-    kubelet: FakeKubelet,
-    tools_bin: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Cluster:
-    workdir = tmp_path_factory.mktemp("node-state")
-    return install_identity(control_plane, kubelet, tools_bin, workdir, namespace=NAMESPACE,
-                            nodes=(NODE, OTHER_NODE), config={})  # fmt: skip
+cluster = cluster_fixture(NAMESPACE, (NODE, OTHER_NODE), {})
 
 
 def test_the_token_carries_the_node_name(cluster: Cluster) -> None:
@@ -119,6 +106,18 @@ def test_rbac_grants_no_more_than_the_table(cluster: Cluster) -> None:
     assert "cannot list resource" in denied(lambda: cluster.installer.get("/api/v1/pods"))
     assert "cannot patch resource" in denied(lambda: cluster.installer.patch(
         f"/api/v1/nodes/{NODE}/status", {"status": {"phase": "Running"}}))  # fmt: skip
+    # Without the drain opt-in: no evictions, and no read of a node or of pods.
+    eviction = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": POD, "namespace": NAMESPACE},
+    }
+    refused = denied(lambda: cluster.installer.create(
+        f"/api/v1/namespaces/{NAMESPACE}/pods/{POD}/eviction", eviction))  # fmt: skip
+    assert "cannot create resource" in refused and "pods/eviction" in refused
+    assert "cannot list resource" in denied(
+        lambda: cluster.installer.get(f"/api/v1/pods?fieldSelector=spec.nodeName%3D{NODE}")
+    )
 
 
 def test_a_token_without_a_node_is_refused_everywhere(cluster: Cluster) -> None:
@@ -130,27 +129,20 @@ def test_a_token_without_a_node_is_refused_everywhere(cluster: Cluster) -> None:
 
 
 def test_busy_gpus_say_waiting_for_idle_gpus(cluster: Cluster, installer: Any, tmp_path: Path) -> None:
-    node = cluster.node(tmp_path)
-    node.load_module("nvidia", "570.124.06", refcnt=1)
-    node.add_process(4242, "python3", ("/dev/nvidia0",))
-    node.env_extra["IDLE_POLL_SECONDS"] = "0.2"
+    node = cluster.busy_node(tmp_path, "570.124.06")
     proc = installer(node)
     wait_for("the waiting label", lambda: cluster.labels().get(STATUS) == "waiting-for-idle-gpus")
     events = wait_for("the WaitingForIdleGPUs event", lambda: cluster.events("WaitingForIdleGPUs"))
     assert "4242 (python3)" in events[-1]["message"] and "570.124.06" in events[-1]["message"]
     assert proc.poll() is None and not (node.host / READY_FILE).exists()
     # The job ends: the same installer replaces the driver and the node says ready.
-    (node.proc / "4242/fd/0").unlink()
-    (node.sys / "module/nvidia/refcnt").write_text("0\n")
+    job_ends(node)
     wait_for("the ready label after the wait", lambda: cluster.labels().get(STATUS) == "ready")
 
 
 def test_a_pod_stopped_while_it_waits_says_so(cluster: Cluster, installer: Any, tmp_path: Path) -> None:
     """Not the stale `waiting-for-idle-gpus`: nobody waits any more once the pod is stopped."""
-    node = cluster.node(tmp_path)
-    node.load_module("nvidia", "570.124.06", refcnt=1)
-    node.add_process(4242, "python3", ("/dev/nvidia0",))
-    node.env_extra["IDLE_POLL_SECONDS"] = "0.2"
+    node = cluster.busy_node(tmp_path, "570.124.06")
     proc = installer(node)
     wait_for("the waiting label", lambda: cluster.labels().get(STATUS) == "waiting-for-idle-gpus")
     proc.send_signal(signal.SIGTERM)
@@ -162,6 +154,7 @@ def test_a_pod_stopped_while_it_waits_says_so(cluster: Cluster, installer: Any, 
         "570.124.06 stays loaded" in event["message"]
         and f"{node.driver} was not installed" in event["message"]
     )
+    assert not cluster.node_object()["spec"].get("unschedulable")  # without the opt-in nothing is cordoned
 
 
 def test_kernel_mismatch_is_labelled_and_told(cluster: Cluster, tmp_path: Path) -> None:
