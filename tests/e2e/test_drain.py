@@ -256,3 +256,22 @@ def test_the_installer_lists_pods_only_with_the_opt_in(cluster: Cluster) -> None
     listed = cluster.installer.get(f"/api/v1/pods?fieldSelector=spec.nodeName%3D{NODE}")
     assert all(p["spec"]["nodeName"] == NODE for p in listed["items"])
     assert "cannot watch resource" in denied(lambda: cluster.installer.get("/api/v1/pods?watch=1"))
+
+
+def test_the_eviction_policy_leaves_other_users_evictions_alone(
+    cluster: Cluster, jobs: Callable[..., str]
+) -> None:
+    """The binding gives the policy every pod of the eviction's namespace before its matchConditions are
+    looked at: an administrator's eviction of a pod that is gone from an empty namespace stays a 404
+    (which `kubectl drain` takes as done), and one of a pod on any node passes."""
+    theirs = jobs("theirs", node=OTHER_NODE)
+    cluster.kubectl("create", "namespace", "gpu-drain-empty")
+
+    def eviction(name: str) -> dict[str, Any]:
+        return {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}}
+
+    with pytest.raises(ApiError) as caught:
+        cluster.admin.create("/api/v1/namespaces/gpu-drain-empty/pods/gone/eviction", eviction("gone"))
+    assert caught.value.status == 404, caught.value
+    cluster.admin.create(f"/api/v1/namespaces/{JOBS}/pods/{theirs}/eviction", eviction(theirs))
+    wait_for("the evicted pod gone", lambda: _pod_gone(cluster, theirs))

@@ -178,7 +178,7 @@ def test_pulumi_up_applies_the_drain_opt_in(stack: RolloutStack) -> None:
     assert policy["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "Pod"}
     assert not policy.get("status", {}).get("typeChecking", {}).get("expressionWarnings")
     binding = stack.api.get(f"{admission}/validatingadmissionpolicybindings/{name}-own-pods")
-    assert binding["spec"]["paramRef"]["parameterNotFoundAction"] == "Deny"
+    assert binding["spec"]["paramRef"]["parameterNotFoundAction"] == "Allow"
 
 
 def test_a_driver_change_rolls_node_by_node_at_the_configured_width(stack: RolloutStack) -> None:

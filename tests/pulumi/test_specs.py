@@ -386,7 +386,7 @@ def test_the_drain_opt_in_adds_exactly_its_verbs_and_the_eviction_policy() -> No
     assert eviction["matchConstraints"]["resourceRules"][0]["resources"] == ["pods/eviction"]
     binding = next(o for o in with_drain if o["metadata"]["name"] == "nvidia-installer-gpu-own-pods"
                    and o["kind"] == "ValidatingAdmissionPolicyBinding")  # fmt: skip
-    assert binding["spec"]["paramRef"] == {"selector": {}, "parameterNotFoundAction": "Deny"}
+    assert binding["spec"]["paramRef"] == {"selector": {}, "parameterNotFoundAction": "Allow"}
     # Without the opt-in the node policy keeps its one spec rule; with it the cordon rules replace it.
     messages = [v["message"] for v in policies["nvidia-installer-gpu-own-node"]["spec"]["validations"]]
     assert specs.POLICY_CORDON in messages and specs.POLICY_NODE_SPEC not in messages
