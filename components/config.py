@@ -398,6 +398,39 @@ MAX_UNAVAILABLE_FORM = (
 )
 
 
+DRAIN_MODE_FORM = "none (wait for GPU jobs to end, the default) or evict (cordon and evict GPU pods)"
+
+
+class DrainConfig(_Model):
+    """Whether an installer that finds its node's GPUs busy drains the node (cordon, evict the GPU pods
+    through the Eviction API, swap, uncordon) or only waits for the jobs to end (docs/operations.md)."""
+
+    mode: Literal["none", "evict"] = Field("none", description=DRAIN_MODE_FORM)
+    timeout_minutes: int = Field(
+        15,
+        ge=1,
+        strict=True,
+        description="an integer of 1 or more: minutes an installer keeps evicting (PodDisruptionBudgets "
+        "may refuse) before it stops (default 15; only with mode evict)",
+    )
+
+    @model_validator(mode="after")
+    def _timeout_needs_eviction(self) -> Self:
+        if self.mode == "none" and "timeout_minutes" in self.model_fields_set:
+            raise ConfigRuleError(
+                ["timeoutMinutes"],
+                f"{self.timeout_minutes!r} is set while mode is 'none' (nothing is drained, so nothing would "
+                "time out)",
+                "mode evict with it, or no timeoutMinutes",
+            )
+        return self
+
+    @property
+    def evicts(self) -> bool:
+        """Whether installers cordon their node and evict its GPU pods."""
+        return self.mode == "evict"
+
+
 class RolloutConfig(_Model):
     """How a driver change reaches the nodes: the installers' rolling update (docs/operations.md)."""
 
@@ -411,6 +444,9 @@ class RolloutConfig(_Model):
         strict=True,
         description="an integer of 1 or more: minutes `pulumi up` follows a target's rollout before it fails "
         "(default 30)",
+    )
+    drain: DrainConfig = Field(
+        default_factory=DrainConfig, description="{mode?: none|evict, timeoutMinutes?} (default: no drain)"
     )
 
     @field_validator("max_unavailable", mode="before")
@@ -459,7 +495,7 @@ class StackConfig(_Model):
         default_factory=ModuleParametersConfig, description="{nvidia?: [...], nvidia-uvm?: [...]}"
     )
     rollout: RolloutConfig = Field(
-        default_factory=RolloutConfig, description="{maxUnavailable?, timeoutMinutes?}"
+        default_factory=RolloutConfig, description="{maxUnavailable?, timeoutMinutes?, drain?}"
     )
 
     @field_validator("namespace")

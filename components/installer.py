@@ -49,6 +49,7 @@ class Installer(pulumi.ComponentResource):
             parameters_config_map=args.parameters_config_map,
             pull_secret_name=args.pull_secret_name,
             max_unavailable=args.rollout.max_unavailable,
+            drain_timeout_minutes=args.rollout.drain.timeout_minutes if args.rollout.drain.evicts else None,
             version_labels={
                 "nvidia-installer/driver-version": target.driver_version,
                 "nvidia-installer/gl-version": target.gl_version,
@@ -76,21 +77,29 @@ _IDENTITY_KINDS: dict[str, type[pulumi.CustomResource]] = {
 
 
 class InstallerIdentity(pulumi.ComponentResource):
-    """The installers' ServiceAccount, its ClusterRole (patch nodes, create events) and binding, and the
-    ValidatingAdmissionPolicy with its binding that lets it change only its own node
-    (specs.installer_access_objects; docs/privileges.md)."""
+    """The installers' ServiceAccount, its ClusterRole (patch nodes, create events; with the drain opt-in
+    also get nodes, list pods, evict) and binding, and the ValidatingAdmissionPolicies with their bindings
+    that let it change only its own node and evict only its pods (specs.installer_access_objects;
+    docs/privileges.md)."""
 
-    def __init__(self, name: str, namespace: str, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, namespace: str, drain: bool = False, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("nvidia-installer:installer:InstallerIdentity", name, None, opts)
         previous: pulumi.Resource | None = None
-        for obj in specs.installer_access_objects(namespace):
+        seen: set[str] = set()
+        for obj in specs.installer_access_objects(namespace, drain):
             kind = obj["kind"]
+            # The first object of a kind keeps its resource name of before; another (the eviction policy
+            # and its binding) is told apart by the end of its object name ("-own-pods").
+            suffix = obj["metadata"]["name"].rsplit("-", 2)[-2:] if kind in seen else []
+            seen.add(kind)
             # The SDK's keyword arguments are snake_case (roleRef -> role_ref); nested dicts stay as they are.
             fields = {_snake(key): value for key, value in obj.items() if key not in ("apiVersion", "kind")}
             # In order: the binding after its policy, the role binding after its role.
             depends = [previous] if previous is not None else []
             previous = _IDENTITY_KINDS[kind](
-                f"{name}-{_kebab(kind)}",
+                "-".join([name, *suffix, _kebab(kind)]),
                 **fields,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
             )

@@ -91,7 +91,9 @@ def run(config: StackConfig, uncovered: Mapping[str, str] | None = None) -> dict
     outputs: dict[str, Any] = {}
     installers: list[pulumi.Resource] = []
     # The pods' ServiceAccount must exist before the DaemonSet controller creates them.
-    identity = InstallerIdentity("installer-identity", config.namespace, opts=k8s_opts)
+    identity = InstallerIdentity(
+        "installer-identity", config.namespace, drain=config.rollout.drain.evicts, opts=k8s_opts
+    )
     installer_opts = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[identity]))
     for target in config.targets:
         image = images[target.image_key()] if config.image.build else _prebuilt_image(target)

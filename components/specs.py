@@ -222,10 +222,19 @@ def installer_daemonset(
     pull_secret_name: Input[str] | None,
     version_labels: Mapping[str, str],
     max_unavailable: int | str = 1,
+    drain_timeout_minutes: int | None = None,
 ) -> dict[str, Any]:
     """The installer DaemonSet of one target (docs/architecture.md, "Installer pod"); a driver change
-    rolls over its nodes `max_unavailable` at a time (docs/operations.md)."""
+    rolls over its nodes `max_unavailable` at a time (docs/operations.md). With `drain_timeout_minutes`
+    (the stack's drain opt-in) an installer that finds its GPUs busy cordons its node and evicts the GPU
+    pods for at most that long; without it, it only waits (and the pod template has no drain settings)."""
     name = f"{INSTALLER_NAME}-{target}"
+    drain_env = []
+    if drain_timeout_minutes is not None:
+        drain_env = [
+            {"name": "DRAIN_MODE", "value": "evict"},
+            {"name": "DRAIN_TIMEOUT_SECONDS", "value": str(drain_timeout_minutes * 60)},
+        ]
     container = {
         "name": "nvidia-installer",
         "image": image,
@@ -237,6 +246,7 @@ def installer_daemonset(
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "MODULE_PARAMETERS_FILE", "value": f"{MODULE_PARAMETERS_DIR}/{MODULE_PARAMETERS_FILE}"},
+            *drain_env,
         ],
         "readinessProbe": {
             "exec": {"command": [INSTALLER_BIN, "probe"]},
@@ -415,10 +425,22 @@ INSTALLER_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
+# With the drain opt-in only (rollout.drain.mode evict): read its node (is it cordoned, and by whom: the
+# annotation CORDON_ANNOTATION; its resourceVersion makes the cordon patch conditional), list the pods of
+# its node (`fieldSelector=spec.nodeName=<node>`; RBAC cannot narrow a list to a field), and evict them.
+INSTALLER_DRAIN_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+]
+# The annotation on a node the installer cordoned itself (value: the installer pod's name). Only a node
+# that carries it is uncordoned by an installer; the admission policy holds the installer to that.
+CORDON_ANNOTATION = f"{LABEL_PREFIX}cordoned"
 
 
-def installer_cluster_role(namespace: str) -> dict[str, Any]:
+def installer_cluster_role(namespace: str, drain: bool = False) -> dict[str, Any]:
     """The installer's ClusterRole. RBAC cannot say "its own node": installer_node_policy does."""
+    rules = INSTALLER_RULES + (INSTALLER_DRAIN_RULES if drain else [])
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
@@ -426,7 +448,7 @@ def installer_cluster_role(namespace: str) -> dict[str, Any]:
             "name": _access_name(namespace),
             "labels": labels(INSTALLER_NAME, "identity", "driver-installer"),
         },
-        "rules": [dict(rule) for rule in INSTALLER_RULES],
+        "rules": [dict(rule) for rule in rules],
     }
 
 
@@ -462,15 +484,90 @@ POLICY_OTHER_NODE = "nvidia-installer may change only its own node (the node-nam
 POLICY_FOREIGN_LABELS = f"nvidia-installer may change only labels under {LABEL_PREFIX} on its node"
 POLICY_NODE_SPEC = "nvidia-installer may not change a node's spec or annotations"
 POLICY_OTHER_EVENT = "nvidia-installer may create Events only about its own Node"
+# With the drain opt-in.
+POLICY_DRAIN_NODE_SPEC = (
+    "nvidia-installer may change only spec.unschedulable of its node and only the annotation "
+    f"{CORDON_ANNOTATION}"
+)
+POLICY_CORDON = (
+    f"nvidia-installer may cordon only an uncordoned node, adding {CORDON_ANNOTATION}, and uncordon "
+    "only a node carrying it, removing it"
+)
+POLICY_OTHER_NODES_POD = "nvidia-installer may evict only pods on its own node (the node-name of its token)"
+# Node spec fields besides unschedulable (core/v1 NodeSpec): unchanged in every installer request.
+_NODE_SPEC_FIELDS = ("podCIDR", "podCIDRs", "providerID", "taints", "configSource", "externalID")
+_NODE_NAME_VARIABLE = {
+    "name": "nodeName",
+    "expression": f"'{NODE_NAME_EXTRA}' in request.userInfo.extra && "
+    f"size(request.userInfo.extra['{NODE_NAME_EXTRA}']) > 0 ? "
+    f"request.userInfo.extra['{NODE_NAME_EXTRA}'][0] : ''",
+}
 
 
-def installer_node_policy(namespace: str) -> dict[str, Any]:
+def _installer_match(namespace: str) -> list[dict[str, str]]:
+    return [
+        {
+            "name": "installer-identity",
+            "expression": f"request.userInfo.username == '{service_account_user(namespace)}'",
+        }
+    ]
+
+
+def _same(field: str) -> str:
+    """CEL: `field` of object.spec is set in both or neither, with the same value."""
+    new, old = f"object.spec.{field}", f"oldObject.spec.{field}"
+    return f"has({new}) == has({old}) && (!has({new}) || {new} == {old})"
+
+
+def _node_spec_validations(drain: bool) -> list[dict[str, str]]:
+    """Without drain: the node's spec and annotations unchanged. With it: only spec.unschedulable may
+    change, only the annotation CORDON_ANNOTATION may, and only together: a cordon of an uncordoned node
+    sets it, an uncordon removes it from a node that carries it (never an admin's cordon, which has none),
+    and an uncordoned node may lose a stale one."""
+    if not drain:
+        return [
+            {
+                "expression": "!variables.isNode || (object.spec == oldObject.spec && "
+                "variables.newAnnotations == variables.oldAnnotations)",
+                "message": POLICY_NODE_SPEC,
+                "reason": "Forbidden",
+            }
+        ]
+    mark = f"'{CORDON_ANNOTATION}'"
+    others = " && ".join(_same(field) for field in _NODE_SPEC_FIELDS)
+    same_annotations = (
+        f"variables.newAnnotations.all(k, k == {mark} || (k in variables.oldAnnotations && "
+        "variables.oldAnnotations[k] == variables.newAnnotations[k])) && "
+        f"variables.oldAnnotations.all(k, k == {mark} || k in variables.newAnnotations)"
+    )
+    new_mark, old_mark = f"{mark} in variables.newAnnotations", f"{mark} in variables.oldAnnotations"
+    return [
+        {
+            "expression": f"!variables.isNode || ({others} && {same_annotations})",
+            "message": POLICY_DRAIN_NODE_SPEC,
+            "reason": "Forbidden",
+        },
+        {
+            # Unchanged cordon: the mark unchanged, or removed from an uncordoned node (a stale mark left
+            # by an uncordon by hand). A cordon adds the mark (a stale one may be there); an uncordon
+            # removes it and needs it.
+            "expression": "!variables.isNode || (variables.newCordoned == variables.oldCordoned ? "
+            f"(({new_mark}) == ({old_mark}) || (!variables.newCordoned && !({new_mark}))) : "
+            f"(variables.newCordoned ? {new_mark} : ({old_mark} && !({new_mark}))))",
+            "message": POLICY_CORDON,
+            "reason": "Forbidden",
+        },
+    ]
+
+
+def installer_node_policy(namespace: str, drain: bool = False) -> dict[str, Any]:
     """A ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1, GA in Kubernetes 1.30) that holds the
     installer's identity to its own node: what RBAC cannot say. For requests of the installer's service
     account only: a Node may be changed only when its name is the token's node-name extra, and then only
-    in labels under LABEL_PREFIX (spec, annotations and every other label unchanged); an Event may be
-    created only about that Node. Events sent through events.k8s.io/v1 are converted to core v1 for the
-    policy (matchPolicy Equivalent), so `involvedObject` covers both APIs."""
+    in labels under LABEL_PREFIX (spec, annotations and every other label unchanged; with `drain`, also
+    the cordon: _node_spec_validations); an Event may be created only about that Node. Events sent through
+    events.k8s.io/v1 are converted to core v1 for the policy (matchPolicy Equivalent), so `involvedObject`
+    covers both APIs."""
     prefix = LABEL_PREFIX
     ours = f"k.startsWith('{prefix}')"
     return {
@@ -499,19 +596,9 @@ def installer_node_policy(namespace: str) -> dict[str, Any]:
                     },
                 ],
             },
-            "matchConditions": [
-                {
-                    "name": "installer-identity",
-                    "expression": f"request.userInfo.username == '{service_account_user(namespace)}'",
-                }
-            ],
+            "matchConditions": _installer_match(namespace),
             "variables": [
-                {
-                    "name": "nodeName",
-                    "expression": f"'{NODE_NAME_EXTRA}' in request.userInfo.extra && "
-                    f"size(request.userInfo.extra['{NODE_NAME_EXTRA}']) > 0 ? "
-                    f"request.userInfo.extra['{NODE_NAME_EXTRA}'][0] : ''",
-                },
+                _NODE_NAME_VARIABLE,
                 {"name": "isNode", "expression": "request.resource.resource == 'nodes'"},
                 {
                     "name": "newLabels",
@@ -521,6 +608,26 @@ def installer_node_policy(namespace: str) -> dict[str, Any]:
                     "name": "oldLabels",
                     "expression": "oldObject != null && has(oldObject.metadata.labels) ? "
                     "oldObject.metadata.labels : {}",
+                },
+                {
+                    "name": "newAnnotations",
+                    "expression": "variables.isNode && has(object.metadata.annotations) ? "
+                    "object.metadata.annotations : {}",
+                },
+                {
+                    "name": "oldAnnotations",
+                    "expression": "variables.isNode && has(oldObject.metadata.annotations) ? "
+                    "oldObject.metadata.annotations : {}",
+                },
+                {
+                    "name": "newCordoned",
+                    "expression": "variables.isNode && has(object.spec.unschedulable) && "
+                    "object.spec.unschedulable",
+                },
+                {
+                    "name": "oldCordoned",
+                    "expression": "variables.isNode && has(oldObject.spec.unschedulable) && "
+                    "oldObject.spec.unschedulable",
                 },
             ],
             "validations": [
@@ -542,13 +649,7 @@ def installer_node_policy(namespace: str) -> dict[str, Any]:
                     "message": POLICY_FOREIGN_LABELS,
                     "reason": "Forbidden",
                 },
-                {
-                    "expression": "!variables.isNode || (object.spec == oldObject.spec && "
-                    "(has(object.metadata.annotations) ? object.metadata.annotations : {}) == "
-                    "(has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {}))",
-                    "message": POLICY_NODE_SPEC,
-                    "reason": "Forbidden",
-                },
+                *_node_spec_validations(drain),
                 {
                     "expression": "variables.isNode || (object.involvedObject.kind == 'Node' && "
                     "object.involvedObject.name == variables.nodeName)",
@@ -571,6 +672,71 @@ def installer_node_policy_binding(namespace: str) -> dict[str, Any]:
     }
 
 
+def installer_eviction_policy(namespace: str) -> dict[str, Any]:
+    """With the drain opt-in: the installer may evict only pods on its own node. The admission object of
+    an eviction is the Eviction (its name is the pod's), which does not name the pod's node; the policy
+    gets the pods as parameters instead (`paramKind` Pod, bound with a selector matching every pod of the
+    eviction's namespace, from the API server's informer): the eviction is refused unless the pod of that
+    name runs on the token's node (docs/privileges.md, "Evictions")."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {
+            "name": f"{_access_name(namespace)}-own-pods",
+            "labels": labels(INSTALLER_NAME, "identity", "driver-installer"),
+        },
+        "spec": {
+            "failurePolicy": "Fail",
+            "paramKind": {"apiVersion": "v1", "kind": "Pod"},
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods/eviction"],
+                    }
+                ]
+            },
+            "matchConditions": _installer_match(namespace),
+            "variables": [_NODE_NAME_VARIABLE],
+            "validations": [
+                {
+                    "expression": "variables.nodeName != ''",
+                    "message": POLICY_NO_NODE_NAME,
+                    "reason": "Forbidden",
+                },
+                {
+                    # Evaluated once per pod of the namespace: only the evicted one is compared.
+                    "expression": "params.metadata.name != request.name || "
+                    "(has(params.spec.nodeName) && params.spec.nodeName == variables.nodeName)",
+                    "message": POLICY_OTHER_NODES_POD,
+                    "reason": "Forbidden",
+                },
+            ],
+        },
+    }
+
+
+def installer_eviction_policy_binding(namespace: str) -> dict[str, Any]:
+    """Binds the eviction policy with every pod of the request's namespace as its parameters (no
+    paramRef namespace: the request's; an empty selector: all). A namespace without pods is allowed: the
+    binding applies to everyone's evictions before the policy's matchConditions, and Deny made an
+    administrator's eviction of a pod just gone from an emptied namespace a 422 instead of a 404 (which
+    `kubectl drain` takes as done); there is no pod there for the installer to evict either."""
+    name = f"{_access_name(namespace)}-own-pods"
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": labels(INSTALLER_NAME, "identity", "driver-installer")},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "paramRef": {"selector": {}, "parameterNotFoundAction": "Allow"},
+        },
+    }
+
+
 INSTALLER_IDENTITY_KINDS = (
     "ServiceAccount",
     "ClusterRole",
@@ -580,12 +746,16 @@ INSTALLER_IDENTITY_KINDS = (
 )
 
 
-def installer_access_objects(namespace: str) -> list[dict[str, Any]]:
-    """Every object of the installer's identity, in the order they are created."""
-    return [
+def installer_access_objects(namespace: str, drain: bool = False) -> list[dict[str, Any]]:
+    """Every object of the installer's identity, in the order they are created; with `drain` (the stack's
+    drain opt-in) the role's drain rules, the cordon rules of the node policy and the eviction policy."""
+    objects = [
         installer_service_account(namespace),
-        installer_cluster_role(namespace),
+        installer_cluster_role(namespace, drain),
         installer_cluster_role_binding(namespace),
-        installer_node_policy(namespace),
+        installer_node_policy(namespace, drain),
         installer_node_policy_binding(namespace),
     ]
+    if drain:
+        objects += [installer_eviction_policy(namespace), installer_eviction_policy_binding(namespace)]
+    return objects

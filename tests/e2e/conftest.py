@@ -3,8 +3,9 @@ one control plane with a fake kubelet, shared by every e2e test and stopped at t
 
 from __future__ import annotations
 
+import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from tests.e2e.controlplane import ETCD, ControlPlane
 from tests.e2e.kubelet import FakeKubelet
 from tests.e2e.pulumi_cli import ROOT, install_provider
+from tests.node.fakenode import FakeNode, kill_session
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -60,3 +62,24 @@ def kubelet(control_plane: ControlPlane) -> Iterator[FakeKubelet]:
     finally:
         fake.stop()
         assert not fake.errors, f"fake kubelet errors: {fake.errors[:5]}"
+
+
+@pytest.fixture
+def installer(tmp_path: Path) -> Iterator[Callable[[FakeNode], subprocess.Popen[str]]]:
+    """Starts the real installer on a fake host (its log: tmp_path/installer.log); stops what it started
+    at the end of the test."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(node: FakeNode) -> subprocess.Popen[str]:
+        log = (tmp_path / "installer.log").open("w")
+        proc = subprocess.Popen(node.installer_argv(), env=node.env(), stderr=log, text=True,
+                                start_new_session=True)  # fmt: skip
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+        kill_session(proc.pid)

@@ -65,6 +65,11 @@ def _restore(project: Project, path: str) -> None:
             "rollout.timeoutMinutes: '30m' is invalid (input should be a valid integer); expected an integer "
             "of 1 or more",
         ),
+        (
+            "rollout.drain.mode",
+            "drain",
+            "rollout.drain.mode: 'drain' is not allowed; expected one of 'none' or 'evict'",
+        ),
     ],
     ids=[
         "gl-version-number",
@@ -73,6 +78,7 @@ def _restore(project: Project, path: str) -> None:
         "misspelled-key",
         "rollout-width",
         "rollout-timeout",
+        "drain-mode",
     ],
 )
 def test_bad_setting_fails_preview_with_one_line(

@@ -30,6 +30,7 @@ DAEMONSET = f"nvidia-installer-{TARGET}"
 NODES = [f"rollout-{i}" for i in range(5)]
 WIDTH = 2
 TIMEOUT_MINUTES = 1
+DRAIN_MINUTES = 2
 # How long a new installer pod is running-but-not-ready (loading its driver) on the simulated nodes: long
 # enough that every step of the rollout is seen by a watcher polling every POLL seconds.
 LOAD_SECONDS = 2.0
@@ -141,6 +142,8 @@ def stack(
         "rollout", control_plane.kubeconfig.read_text(), NAMESPACE, TARGET, GL_VERSION,
         f"pulumi config set --path rollout.maxUnavailable {WIDTH}",
         f"pulumi config set --path rollout.timeoutMinutes {TIMEOUT_MINUTES}",
+        "pulumi config set --path rollout.drain.mode evict",
+        f"pulumi config set --path rollout.drain.timeoutMinutes {DRAIN_MINUTES}",
     )  # fmt: skip
     rollout = RolloutStack(project, api, kubelet)
     rollout.set_driver("580.159.04")
@@ -158,6 +161,24 @@ def test_create_is_awaited_until_every_node_is_ready(stack: RolloutStack) -> Non
     status = stack.daemonset()["status"]
     assert status["desiredNumberScheduled"] == len(NODES)
     assert status["numberReady"] == status["numberAvailable"] == len(NODES)
+
+
+def test_pulumi_up_applies_the_drain_opt_in(stack: RolloutStack) -> None:
+    """The stack's rollout.drain reaches the cluster through the real CLI and provider: the installers'
+    drain settings, the role's drain verbs, the eviction policy (admitted and type-checked by the real API
+    server) and its binding (docs/privileges.md)."""
+    container = stack.daemonset()["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["DRAIN_MODE"], env["DRAIN_TIMEOUT_SECONDS"]) == ("evict", str(DRAIN_MINUTES * 60))
+    name = f"nvidia-installer-{NAMESPACE}"
+    role = stack.api.get(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}")
+    assert {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]} in role["rules"]
+    admission = "/apis/admissionregistration.k8s.io/v1"
+    policy = stack.api.get(f"{admission}/validatingadmissionpolicies/{name}-own-pods")
+    assert policy["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "Pod"}
+    assert not policy.get("status", {}).get("typeChecking", {}).get("expressionWarnings")
+    binding = stack.api.get(f"{admission}/validatingadmissionpolicybindings/{name}-own-pods")
+    assert binding["spec"]["paramRef"]["parameterNotFoundAction"] == "Allow"
 
 
 def test_a_driver_change_rolls_node_by_node_at_the_configured_width(stack: RolloutStack) -> None:

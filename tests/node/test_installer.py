@@ -341,6 +341,8 @@ def test_busy_old_driver_is_replaced_once_the_job_ends_without_a_restart(node: F
     # Said when what it waits for changes, not at every poll.
     waits = [line for line in log.read_text().splitlines() if "waiting for GPU jobs" in line]
     assert len([line for line in waits if "4242 (python3)" in line]) == 1
+    # It slept between looks: no shell error (an "ambiguous redirect" of the sleep made the wait spin).
+    assert not re.search(r"nvidia-installer: line [0-9]+: ", log.read_text()), log.read_text()
 
 
 def test_other_driver_idle_is_unloaded_in_order_then_new_one_installed(node: FakeNode) -> None:

@@ -13,6 +13,7 @@ import pytest
 from tests.pulumi import harness as h
 
 DAEMONSET = "kubernetes:apps/v1:DaemonSet"
+POLICY = "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy"
 
 
 def _config(**keys: Any) -> tuple[dict[str, Any], list[str]]:
@@ -78,3 +79,34 @@ def test_the_device_plugin_keeps_its_own_rollout(monkeypatch: pytest.MonkeyPatch
     }
     (plugin_opts,) = [o for n, o in options.items() if n.startswith("device-plugin")]
     assert plugin_opts is None or plugin_opts.custom_timeouts is None
+
+
+def test_the_drain_opt_in_reaches_every_installer_and_the_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    drain = {"drain": {"mode": "evict", "timeoutMinutes": 12}}
+    recorder, _ = _run(monkeypatch, *_config(rollout=drain))
+    for name, ds in _installers(recorder).items():
+        env = {e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert (env["DRAIN_MODE"], env["DRAIN_TIMEOUT_SECONDS"]) == ("evict", "720"), name
+    policies = {r.name: h.plain(r.inputs) for r in recorder.of_type(POLICY)}
+    # The node policy keeps its resource name (no replacement when a stack opts in); the eviction policy
+    # is a resource of its own.
+    assert set(policies) == {
+        "installer-identity-validating-admission-policy",
+        "installer-identity-own-pods-validating-admission-policy",
+    }
+    (role,) = [
+        h.plain(r.inputs) for r in recorder.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+    ]
+    assert {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]} in role["rules"]
+
+
+def test_without_the_opt_in_nothing_drains(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, _ = _run(monkeypatch, *_config(rollout={"drain": {"mode": "none"}}))
+    for name, ds in _installers(recorder).items():
+        env = {e["name"] for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert not {"DRAIN_MODE", "DRAIN_TIMEOUT_SECONDS"} & env, name
+    assert [r.name for r in recorder.of_type(POLICY)] == ["installer-identity-validating-admission-policy"]
+    (role,) = [
+        h.plain(r.inputs) for r in recorder.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+    ]
+    assert not any("pods" in str(rule["resources"]) for rule in role["rules"])

@@ -368,6 +368,41 @@ def test_the_installers_identity_holds_exactly_the_tabled_verbs() -> None:
     assert matched == {("nodes", "UPDATE"), ("events", "CREATE")}
 
 
+def test_the_drain_opt_in_adds_exactly_its_verbs_and_the_eviction_policy() -> None:
+    without = specs.installer_access_objects("gpu")
+    with_drain = specs.installer_access_objects("gpu", drain=True)
+    role = next(o for o in with_drain if o["kind"] == "ClusterRole")
+    # docs/privileges.md, drain rows: read its node, list pods (RBAC cannot narrow to a node), evict.
+    assert role["rules"][2:] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+    ]
+    assert not any("pods" in str(o) for o in without if o["kind"] == "ClusterRole")
+    policies = {o["metadata"]["name"]: o for o in with_drain if o["kind"] == "ValidatingAdmissionPolicy"}
+    assert set(policies) == {"nvidia-installer-gpu-own-node", "nvidia-installer-gpu-own-pods"}
+    eviction = policies["nvidia-installer-gpu-own-pods"]["spec"]
+    assert eviction["paramKind"] == {"apiVersion": "v1", "kind": "Pod"}
+    assert eviction["matchConstraints"]["resourceRules"][0]["resources"] == ["pods/eviction"]
+    binding = next(o for o in with_drain if o["metadata"]["name"] == "nvidia-installer-gpu-own-pods"
+                   and o["kind"] == "ValidatingAdmissionPolicyBinding")  # fmt: skip
+    assert binding["spec"]["paramRef"] == {"selector": {}, "parameterNotFoundAction": "Allow"}
+    # Without the opt-in the node policy keeps its one spec rule; with it the cordon rules replace it.
+    messages = [v["message"] for v in policies["nvidia-installer-gpu-own-node"]["spec"]["validations"]]
+    assert specs.POLICY_CORDON in messages and specs.POLICY_NODE_SPEC not in messages
+    plain = next(o for o in without if o["kind"] == "ValidatingAdmissionPolicy")
+    assert specs.POLICY_NODE_SPEC in [v["message"] for v in plain["spec"]["validations"]]
+
+
+def test_drain_settings_reach_the_installer_only_when_opted_in() -> None:
+    def env(ds: dict[str, Any]) -> dict[str, str]:
+        return {e["name"]: e.get("value", "") for e in _container(ds)["env"]}
+
+    assert not {"DRAIN_MODE", "DRAIN_TIMEOUT_SECONDS"} & set(env(_installer()))
+    drained = env(_installer(drain_timeout_minutes=7))
+    assert (drained["DRAIN_MODE"], drained["DRAIN_TIMEOUT_SECONDS"]) == ("evict", "420")
+
+
 def test_cluster_scoped_identity_objects_are_named_after_the_namespace() -> None:
     # Two stacks in one cluster (different namespaces) must not own the same ClusterRole or policy.
     names = {ns: {o["metadata"]["name"] for o in specs.installer_access_objects(ns)} for ns in ("a", "b")}
