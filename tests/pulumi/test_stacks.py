@@ -231,6 +231,18 @@ def test_load_check_and_base_overrides_reach_the_build_args() -> None:
     assert build["RUNTIME_BASE"] == "mirror.test/gl:1"
 
 
+def test_an_arm64_target_is_built_for_the_arm64_platform() -> None:
+    """The image's target platform reaches BuildKit (pulumi-docker `platform`): the final image is built
+    for that platform."""
+    (driver,) = h.checksummed("arm64")[:1]
+    config, secret = h.build_config([h.target("a", "1877.17", driver, arch="arm64")])
+    recorder, _ = h.run(config, secret)
+    (build,) = [h.plain(r.inputs)["build"] for r in recorder.of_type(IMAGE)]
+    assert build["platform"] == "linux/arm64"
+    assert build["args"]["ARCH"] == "arm64"
+    assert "BUILD_BASE" not in build["args"]
+
+
 def test_custom_node_selector_replaces_the_default_but_keeps_the_arch() -> None:
     driver = h.checksummed()[0]
     selector = [
