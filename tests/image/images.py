@@ -172,11 +172,20 @@ def run_ok(argv: list[str], timeout: int = 600) -> str:
 
 
 def build_image(
-    base: str, flavour: str, tag: str, load_check: str = "on", podman: Sequence[str] = ("podman",)
+    base: str,
+    flavour: str,
+    tag: str,
+    *,
+    load_check: str = "on",
+    podman: Sequence[str] = ("podman",),
+    arch: str = "amd64",
+    builder_base: str | None = None,
 ) -> None:
-    """Builds image/Dockerfile for the open modules of the pinned Debian driver on the stand-in base."""
+    """Builds image/Dockerfile for the open modules of the pinned Debian driver: `base` stands in for the
+    target's kmodbuild and runtime base, `builder_base` (default: `base`) for this amd64 machine's own
+    kmodbuild, where every RUN happens. buildah 1.28 does not set BUILDPLATFORM/BUILDARCH: passed here."""
     args = {
-        "ARCH": "amd64",
+        "ARCH": arch,
         "GL_VERSION": "1877.17",
         "DRIVER_VERSION": PINS["NVIDIA_VERSION"],
         "DRIVER_SOURCE": "debian",
@@ -185,8 +194,12 @@ def build_image(
         "LOAD_CHECK": load_check,
         "BUILD_BASE": base,
         "RUNTIME_BASE": base,
+        "BUILDER_BASE": builder_base or base,
+        "BUILDPLATFORM": "linux/amd64",
+        "BUILDARCH": "amd64",
     }
-    argv = [*podman, "build", "--isolation=chroot", "--layers", "-f", str(CONTEXT / "Dockerfile"), "-t", tag]
+    argv = [*podman, "build", "--isolation=chroot", "--layers", "--platform", f"linux/{arch}"]
+    argv += ["-f", str(CONTEXT / "Dockerfile"), "-t", tag]
     for key, value in args.items():
         argv += ["--build-arg", f"{key}={value}"]
     run_ok([*argv, str(CONTEXT)], timeout=3600)
