@@ -49,6 +49,11 @@ def build_args(args: DriverImageArgs) -> dict[str, str]:
     }
     if args.settings.build_base is not None:
         values["BUILD_BASE"] = args.settings.build_base
+        # Every RUN happens in BUILDER_BASE (the builder's kmodbuild; image/Dockerfile defaults it to
+        # kmodbuild:<BUILDARCH>-<gl>): a mirrored build base stands for it too, as it did before the
+        # stages moved to the build platform. Right whenever the builder's architecture is the target's;
+        # a cross build (arm64 target, amd64 builder) with a mirror needs its own key (docs/image.md).
+        values["BUILDER_BASE"] = args.settings.build_base
     if args.settings.runtime_base is not None:
         values["RUNTIME_BASE"] = args.settings.runtime_base
     return values

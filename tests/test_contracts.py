@@ -288,7 +288,7 @@ def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
             continue
         keyword, _, args = line.partition(" ")
         if keyword.upper() == "FROM":
-            words = args.split()
+            words = [word for word in args.split() if not word.startswith("--")]  # --platform=...
             name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else "final"
             current = stages.setdefault(name, [])
             continue

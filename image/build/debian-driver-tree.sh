@@ -4,7 +4,9 @@
 #   kernel-open/, kernel/         from nvidia-open-kernel-source / nvidia-kernel-source tarballs
 #   lib*.so.<ver>, nvidia-smi ... flat at the top, like the .run
 #   firmware/gsp_*.bin            from firmware-nvidia-gsp
-# Usage: debian-driver-tree.sh OUTPUT_DIR      Environment: DRIVER_VERSION (e.g. 535.261.03).
+# Usage: debian-driver-tree.sh OUTPUT_DIR
+# Environment: DRIVER_VERSION (e.g. 535.261.03), ARCH (the target's, default this machine's: another
+# architecture's packages are fetched as such, `dpkg --add-architecture` in the throw-away stage).
 # Needs apt sources with contrib, non-free and non-free-firmware (the stand-in base carries them).
 set -euo pipefail
 
@@ -13,16 +15,27 @@ LOG_PREFIX=debian-driver-tree
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 readonly VERSION="${DRIVER_VERSION:?DRIVER_VERSION must be set}"
+TARGET_ARCH="${ARCH:-$(host_arch)}"
+readonly TARGET_ARCH
 # Built from Debian's nvidia-graphics-drivers source at exactly the driver version.
 readonly VERSIONED_PACKAGES=(nvidia-open-kernel-source nvidia-kernel-source nvidia-smi libcuda1
     libnvidia-ml1 firmware-nvidia-gsp)
 # Separate Debian sources with their own versions: whatever the archive offers.
 readonly UNVERSIONED_PACKAGES=(nvidia-modprobe nvidia-persistenced)
 
+# The package of the target's architecture: `nvidia-smi:arm64` on an amd64 builder.
+_for_target() {
+    if [[ "${TARGET_ARCH}" == "$(host_arch)" ]]; then
+        printf '%s\n' "$1"
+    else
+        printf '%s:%s\n' "$1" "${TARGET_ARCH}"
+    fi
+}
+
 # Debian appends a revision (535.261.03-1); security updates would otherwise win, so pick it exactly.
 _debian_version() {
     local package="$1" found
-    found=$(apt-cache madison "${package}" | awk -F'|' -v v="${VERSION}" \
+    found=$(apt-cache madison "$(_for_target "${package}")" | awk -F'|' -v v="${VERSION}" \
         '{gsub(/ /, "", $2)} index($2, v "-") == 1 {print $2; exit}')
     [[ -n "${found}" ]] || return 1
     printf '%s\n' "${found}"
@@ -34,9 +47,11 @@ _download_packages() {
     for package in "${VERSIONED_PACKAGES[@]}"; do
         version=$(_debian_version "${package}") ||
             die "Debian's archive has no ${package} at driver version ${VERSION}: pick a version Debian packages (apt-cache madison ${package})"
-        wanted+=("${package}=${version}")
+        wanted+=("$(_for_target "${package}")=${version}")
     done
-    wanted+=("${UNVERSIONED_PACKAGES[@]}")
+    for package in "${UNVERSIONED_PACKAGES[@]}"; do
+        wanted+=("$(_for_target "${package}")")
+    done
     log "downloading ${wanted[*]}"
     (cd "${debs}" && apt-get download -q "${wanted[@]}" >/dev/null)
 }
@@ -65,6 +80,10 @@ _lay_out_tree() {
 
 # Fresh package lists (a base image may ship none) and xz for the source tarballs.
 _prepare_apt() {
+    if [[ "${TARGET_ARCH}" != "$(host_arch)" ]]; then
+        log "adding ${TARGET_ARCH} to dpkg's architectures (this stage's only)"
+        dpkg --add-architecture "${TARGET_ARCH}"
+    fi
     log "apt-get update"
     apt-get update -qq
     command -v xz >/dev/null && return 0

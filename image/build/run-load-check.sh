@@ -5,6 +5,9 @@
 # Usage: run-load-check.sh MODULES_DIR        (MODULES_DIR: compile-modules.sh's output)
 # Environment: LOAD_CHECK (on|off, default on), ARCH, LOAD_CHECK_SCRIPT (default /verify/load-check.sh).
 # A failed check fails the build: an image whose modules cannot load is never assembled or pushed.
+# The stage runs on the build platform: for another architecture (arm64 on amd64) QEMU is the builder's
+# (qemu-system-arm), the guest's kernel image and busybox-static are ARCH's packages, fetched with
+# `dpkg --add-architecture` in this throw-away stage and unpacked, never run here.
 set -euo pipefail
 
 LOG_PREFIX=run-load-check
@@ -26,13 +29,45 @@ _qemu_package() {
     esac
 }
 
+readonly GUEST_BUSYBOX_ROOT=/var/tmp/load-check-busybox
+
+_is_foreign() {
+    [[ "$1" != "$(host_arch)" ]]
+}
+
 # Tools come from the build base's own apt sources (Garden Linux's in kmodbuild), like the kernel.
 _install_tools() {
     local arch="$1"
+    local -a guest=(busybox-static)
+    if _is_foreign "${arch}"; then
+        log "adding ${arch} to dpkg's architectures (this stage's only): the guest's kernel and busybox"
+        dpkg --add-architecture "${arch}"
+        guest=()
+    fi
     log "installing QEMU and initramfs tools"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "$(_qemu_package "${arch}")" busybox-static cpio kmod binutils xz-utils gzip >/dev/null
+        "$(_qemu_package "${arch}")" "${guest[@]}" cpio kmod binutils xz-utils gzip >/dev/null
+    _is_foreign "${arch}" || return 0
+    _fetch_guest_busybox "${arch}"
+}
+
+# The guest's busybox-static, unpacked (the initramfs' only program, so it must be ARCH's).
+_fetch_guest_busybox() {
+    local arch="$1" debs
+    debs=$(mktemp -d)
+    (cd "${debs}" && apt-get download -q "busybox-static:${arch}" >/dev/null)
+    mkdir -p "${GUEST_BUSYBOX_ROOT}"
+    dpkg-deb -x "${debs}"/busybox-static_*.deb "${GUEST_BUSYBOX_ROOT}"
+    rm -rf "${debs}"
+    export LOAD_CHECK_BUSYBOX="${GUEST_BUSYBOX_ROOT}/bin/busybox"
+}
+
+# load-check.sh downloads the kernel package; another architecture's by its qualified name.
+_kernel_package_args() {
+    local arch="$1" kernel="$2"
+    _is_foreign "${arch}" || return 0
+    printf '%s\n' --kernel-package "linux-image-${kernel}:${arch}"
 }
 
 _write_verdict() {
@@ -61,13 +96,15 @@ main() {
 
     _install_tools "${arch}"
     local type details=""
+    local -a kernel_package
+    mapfile -t kernel_package < <(_kernel_package_args "${arch}" "${kernel}")
     for type in ${types}; do
         log "load check: ${type} modules on kernel ${kernel}"
         # load-check.sh prints its one-line reason and exits non-zero on failure: the build stops here.
         # One kernel download for both module types (auto); kept outside MODULES_DIR, which later
         # stages copy.
         "${LOAD_CHECK_SCRIPT}" run "${modules}/${type}" "${kernel}" "${modules}/verdict-${type}.env" \
-            --arch "${arch}" --kernel-cache /var/tmp/load-check-kernels
+            --arch "${arch}" --kernel-cache /var/tmp/load-check-kernels "${kernel_package[@]}"
         details+="${details:+; }${type}: $(kv_get "${modules}/verdict-${type}.env" LOAD_CHECK_DETAIL || true)"
     done
     _write_verdict "${modules}/verdict.env" pass "${kernel}" "${details}"

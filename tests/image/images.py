@@ -4,6 +4,12 @@ registry, podman build and push.
 No registry can be pulled from here, so the stand-in base is made with debootstrap (Debian 12, the
 same kernel packaging as Garden Linux) and imported into podman's store; it is cached there under a
 tag derived from its recipe, so a session builds it at most once (about three minutes).
+
+The arm64 stand-in (kmodbuild and runtime base of an arm64 target) cannot be made that way: nothing of
+arm64 runs here (no binfmt emulation). It is assembled from Debian's arm64 packages, unpacked and never
+configured, with the dpkg database an installation would leave, and imported with arm64 in its config.
+That is enough, because the Dockerfile never runs a target stage: it copies the headers and mounts the
+runtime root (docs/image.md, "arm64").
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,22 +106,144 @@ def _make_rootfs(rootfs: Path) -> None:
     policy.unlink()
 
 
-def make_standin_base() -> str:
-    """Builds (or finds in podman's store) the stand-in base image; returns its reference."""
-    for tool in ("podman", "debootstrap", "buildah", "skopeo"):
+def _apt_config(directory: Path, arch: str) -> dict[str, str]:
+    """A private APT state for another architecture (own sources, lists, cache, empty dpkg status), so the
+    host's package state is never touched. Returns the environment that selects it."""
+    for sub in ("lists/partial", "cache/archives/partial", "sources.list.d"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    (directory / "status").touch()
+    (directory / "sources.list.d" / "debian.sources").write_text(SOURCES)
+    (directory / "apt.conf").write_text(
+        f'Dir::State::status "{directory}/status";\n'
+        f'Dir::State::Lists "{directory}/lists";\n'
+        f'Dir::Cache "{directory}/cache";\n'
+        f'Dir::Etc::SourceList "{directory}/sources.list";\n'
+        f'Dir::Etc::SourceParts "{directory}/sources.list.d";\n'
+        f'APT::Architecture "{arch}";\n'
+        f'APT::Architectures {{ "{arch}"; }};\n'
+        'Acquire::Languages "none";\n'
+        'APT::Sandbox::User "root";\n'
+    )
+    return {"APT_CONFIG": str(directory / "apt.conf"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+# What the image's arm64 stages take from the target bases: the 6.1 headers of both flavours (compile
+# stage: /usr/src) and a runtime root holding make-runtime-rootfs.sh's packages (with everything they
+# depend on), base-passwd for /etc/passwd and /etc/group, and libtirpc3 for nvidia-persistenced (the
+# amd64 stand-in has it through build-essential).
+ARM64_HEADERS = [
+    f"linux-headers-{PINS['KERNEL_61']}-arm64",
+    f"linux-headers-{PINS['KERNEL_61']}-cloud-arm64",
+    f"linux-headers-{PINS['KERNEL_61']}-common",
+    "linux-kbuild-6.1",
+]
+ARM64_RUNTIME = [
+    "bash",
+    "coreutils",
+    "kmod",
+    "tar",
+    "zstd",
+    "util-linux",
+    "mount",
+    "findutils",
+    "grep",
+    "sed",
+    "hostname",
+    "curl",
+    "libc-bin",
+    "base-files",
+    "base-passwd",
+    "libtirpc3",
+]
+
+
+def _register(root: Path, deb: Path) -> None:
+    """What dpkg's unpack and configure would record for one package (its status paragraph and file
+    list), so dpkg-query --admindir answers for the root; no maintainer script runs."""
+    control = subprocess.run(["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True).stdout
+    fields = dict(
+        line.split(": ", 1) for line in control.splitlines() if ": " in line and not line[0].isspace()
+    )
+    package, arch = fields["Package"], fields["Architecture"]
+    lines = control.rstrip("\n").splitlines()
+    paragraph = [lines[0], "Status: install ok installed", *lines[1:]]
+    info = root / "var/lib/dpkg/info"
+    with (root / "var/lib/dpkg/status").open("a") as status:
+        status.write("\n".join(paragraph) + "\n\n")
+    names = subprocess.run(
+        f"dpkg-deb --fsys-tarfile {deb} | tar -t", shell=True, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    paths = ["/." if name in ("./", ".") else "/" + name.removeprefix("./").rstrip("/") for name in names]
+    qualified = f"{package}:{arch}" if fields.get("Multi-Arch") == "same" else package
+    (info / f"{qualified}.list").write_text("\n".join(paths) + "\n")
+
+
+def _make_foreign_rootfs(rootfs: Path, work: Path, arch: str) -> None:
+    env = _apt_config(work / "apt", arch)
+    _run(["apt-get", "update", "-qq"], env=env, timeout=900)
+    debs = work / "headers"
+    _run(
+        ["apt-get", "install", "-y", "-qq", "--download-only", "--no-install-recommends", *ARM64_RUNTIME],
+        env={**env, "DEBIAN_FRONTEND": "noninteractive"},
+        timeout=900,
+    )
+    runtime = sorted((work / "apt/cache/archives").glob("*.deb"))
+    debs.mkdir(parents=True, exist_ok=True)
+    _run(["apt-get", "download", "-q", *ARM64_HEADERS], env=env, cwd=str(debs), timeout=900)
+    # Merged /usr like Debian 12 and Garden Linux: the links first, kept while the packages unpack.
+    for link in ("bin", "sbin", "lib"):
+        (rootfs / "usr" / link).mkdir(parents=True, exist_ok=True)
+        (rootfs / link).symlink_to(f"usr/{link}")
+    (rootfs / "var/lib/dpkg/info").mkdir(parents=True)
+    (rootfs / "var/lib/dpkg/status").touch()
+    for deb in [*runtime, *sorted(debs.glob("*.deb"))]:
+        _run(["sh", "-c", f"dpkg-deb --fsys-tarfile {deb} | tar -x --keep-directory-symlink -C {rootfs}"])
+        _register(rootfs, deb)
+    # base-passwd's postinst would do this (it cannot run here).
+    for name in ("passwd", "group"):
+        shutil.copy2(rootfs / f"usr/share/base-passwd/{name}.master", rootfs / "etc" / name)
+
+
+def _imported_rootfs(
+    ref: str, tools: Sequence[str], make: Callable[[Path, Path], None], *import_args: str
+) -> str:
+    """Finds `ref` in podman's store or makes a root with `make(rootfs, workdir)` and imports it as `ref`
+    (under the stand-in lock, so concurrent sessions build it once)."""
+    for tool in tools:
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: run .ci/system-deps.sh")
-    ref = f"localhost/nvidia-installer-standin:{_recipe_key()}"
     with file_lock(cache_root() / "standin.lock"):
         if _image_exists(ref):
             return ref
         with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
             rootfs = Path(tmp) / "rootfs"
-            _make_rootfs(rootfs)
+            make(rootfs, Path(tmp))
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-            _run(["podman", "import", "-", ref], stdin=tar.stdout, timeout=600)
+            _run(["podman", "import", *import_args, "-", ref], stdin=tar.stdout, timeout=600)
             tar.wait()
     return ref
+
+
+def make_arm64_standin_base() -> str:
+    """Builds (or finds in podman's store) the arm64 stand-in for kmodbuild and the runtime base, from
+    Debian's arm64 packages without running any of them; returns its reference."""
+    key = hashlib.sha256((SOURCES + " ".join(ARM64_HEADERS + ARM64_RUNTIME)).encode()).hexdigest()[:12]
+    return _imported_rootfs(
+        f"localhost/nvidia-installer-standin-arm64:{key}",
+        ("podman", "apt-get", "dpkg-deb"),
+        lambda rootfs, work: _make_foreign_rootfs(rootfs, work, "arm64"),
+        "--arch",
+        "arm64",
+    )
+
+
+def make_standin_base() -> str:
+    """Builds (or finds in podman's store) the stand-in base image; returns its reference."""
+    return _imported_rootfs(
+        f"localhost/nvidia-installer-standin:{_recipe_key()}",
+        ("podman", "debootstrap", "buildah", "skopeo"),
+        lambda rootfs, _work: _make_rootfs(rootfs),
+    )
 
 
 @contextmanager
@@ -172,11 +300,20 @@ def run_ok(argv: list[str], timeout: int = 600) -> str:
 
 
 def build_image(
-    base: str, flavour: str, tag: str, load_check: str = "on", podman: Sequence[str] = ("podman",)
+    base: str,
+    flavour: str,
+    tag: str,
+    *,
+    load_check: str = "on",
+    podman: Sequence[str] = ("podman",),
+    arch: str = "amd64",
+    builder_base: str | None = None,
 ) -> None:
-    """Builds image/Dockerfile for the open modules of the pinned Debian driver on the stand-in base."""
+    """Builds image/Dockerfile for the open modules of the pinned Debian driver: `base` stands in for the
+    target's kmodbuild and runtime base, `builder_base` (default: `base`) for this amd64 machine's own
+    kmodbuild, where every RUN happens. buildah 1.28 does not set BUILDPLATFORM/BUILDARCH: passed here."""
     args = {
-        "ARCH": "amd64",
+        "ARCH": arch,
         "GL_VERSION": "1877.17",
         "DRIVER_VERSION": PINS["NVIDIA_VERSION"],
         "DRIVER_SOURCE": "debian",
@@ -185,8 +322,12 @@ def build_image(
         "LOAD_CHECK": load_check,
         "BUILD_BASE": base,
         "RUNTIME_BASE": base,
+        "BUILDER_BASE": builder_base or base,
+        "BUILDPLATFORM": "linux/amd64",
+        "BUILDARCH": "amd64",
     }
-    argv = [*podman, "build", "--isolation=chroot", "--layers", "-f", str(CONTEXT / "Dockerfile"), "-t", tag]
+    argv = [*podman, "build", "--isolation=chroot", "--layers", "--platform", f"linux/{arch}"]
+    argv += ["-f", str(CONTEXT / "Dockerfile"), "-t", tag]
     for key, value in args.items():
         argv += ["--build-arg", f"{key}={value}"]
     run_ok([*argv, str(CONTEXT)], timeout=3600)

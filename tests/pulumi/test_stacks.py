@@ -228,7 +228,21 @@ def test_load_check_and_base_overrides_reach_the_build_args() -> None:
     (build,) = [h.plain(r.inputs)["build"]["args"] for r in recorder.of_type(IMAGE)]
     assert build["LOAD_CHECK"] == "off"
     assert build["BUILD_BASE"] == "mirror.test/kmodbuild:amd64-1877.17"
+    assert build["BUILDER_BASE"] == "mirror.test/kmodbuild:amd64-1877.17"  # the stages that RUN
     assert build["RUNTIME_BASE"] == "mirror.test/gl:1"
+
+
+def test_an_arm64_target_is_built_for_the_arm64_platform() -> None:
+    """The image's target platform reaches BuildKit (pulumi-docker `platform`), which then runs every RUN
+    stage on the builder's own platform and makes the final image arm64 (docs/image.md, "arm64"); the
+    builder's base stays the Dockerfile's default (the builder arch's kmodbuild) unless buildBase is set."""
+    (driver,) = h.checksummed("arm64")[:1]
+    config, secret = h.build_config([h.target("a", "1877.17", driver, arch="arm64")])
+    recorder, _ = h.run(config, secret)
+    (build,) = [h.plain(r.inputs)["build"] for r in recorder.of_type(IMAGE)]
+    assert build["platform"] == "linux/arm64"
+    assert build["args"]["ARCH"] == "arm64"
+    assert "BUILDER_BASE" not in build["args"] and "BUILD_BASE" not in build["args"]
 
 
 def test_custom_node_selector_replaces_the_default_but_keeps_the_arch() -> None:
